@@ -1,0 +1,24 @@
+"""swav-kernels: fused Triton and CUDA kernels for the SwAV loss behind a PyTorch API.
+
+    from swav_kernels import swav_loss
+    loss = swav_loss(z, prototypes=C, nmb_crops=[2, 6])      # fused path
+    loss = swav_loss(scores, nmb_crops=[2, 6])                # drop-in path
+"""
+from .backend import Backend, LossSpec
+from .loss import sinkhorn, swav_loss
+from .module import SwAVLoss
+from .registry import backend_names, backend_status, register_backend
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "LossSpec",
+    "SwAVLoss",
+    "backend_names",
+    "backend_status",
+    "register_backend",
+    "sinkhorn",
+    "swav_loss",
+    "__version__",
+]

@@ -1,0 +1,35 @@
+"""Loading the compiled extension ``swav_kernels._C`` and saying why it is not there."""
+from __future__ import annotations
+
+import functools
+import importlib
+
+
+def build_status() -> str:
+    """What setup.py recorded: ``"built: …"`` or ``"skipped: …"`` (or that nothing was recorded)."""
+    try:
+        from .. import _build_info
+    except ImportError:
+        return "unknown: swav_kernels was not installed through setup.py (no _build_info)"
+    return _build_info.CUDA_EXTENSION_STATUS
+
+
+@functools.lru_cache(maxsize=None)
+def _import():
+    try:
+        return importlib.import_module("swav_kernels._C"), None
+    except ImportError as error:
+        return None, f"swav_kernels._C is not importable ({error}); build status: {build_status()}"
+
+
+def extension():
+    """The ``_C`` module; raises ImportError with the reason when it is not available."""
+    module, reason = _import()
+    if module is None:
+        raise ImportError(reason)
+    return module
+
+
+def unavailable_reason() -> str | None:
+    """None when ``_C`` imports; otherwise why not."""
+    return _import()[1]

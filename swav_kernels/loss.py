@@ -1,0 +1,198 @@
+"""Public functional API: ``swav_loss`` and ``sinkhorn``.
+
+Both validate their arguments, pick a backend (``swav_kernels.registry``) and run the
+computation of DESIGN §1 through it. The orchestration here is backend-independent:
+codes for each assign crop from its scores (queued rows prepended), then the
+swapped-prediction cross-entropy over every (assign crop, other crop) pair.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .backend import LossSpec
+from .registry import resolve_backend
+from .validation import (
+    check_crops_for_assign,
+    check_finite,
+    check_iterations,
+    check_n_crops,
+    check_positive_float,
+    check_same_device,
+    check_same_dtype,
+    check_tensor,
+)
+
+
+def _crop_major_rows(name: str, value) -> tuple[torch.Tensor, int | None]:
+    """A ``(V·B, X)`` tensor from a tensor or a list of V ``(B, X)`` tensors (then V is known)."""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError(f"{name} is an empty list; pass one (B, X) tensor per crop")
+        parts = [check_tensor(f"{name}[{v}]", t, 2) for v, t in enumerate(value)]
+        for v, t in enumerate(parts[1:], start=1):
+            check_same_device(f"{name}[{v}]", t, f"{name}[0]", parts[0])
+            check_same_dtype(f"{name}[{v}]", t, f"{name}[0]", parts[0])
+            if t.shape != parts[0].shape:
+                raise ValueError(
+                    f"{name}[{v}] has shape {tuple(t.shape)} but {name}[0] has {tuple(parts[0].shape)}; "
+                    "every crop must have the same shape"
+                )
+        return torch.cat(parts, dim=0), len(parts)
+    return check_tensor(name, value, 2), None
+
+
+def _spec(n_crops, crops_for_assign, temperature, epsilon, sinkhorn_iterations, process_group) -> LossSpec:
+    return LossSpec(
+        n_crops=n_crops,
+        crops_for_assign=check_crops_for_assign(crops_for_assign, n_crops),
+        temperature=check_positive_float("temperature", temperature),
+        epsilon=check_positive_float("epsilon", epsilon),
+        sinkhorn_iterations=check_iterations("sinkhorn_iterations", sinkhorn_iterations),
+        process_group=process_group,
+    )
+
+
+def _check_queue(name: str, queue, n_assign: int, width: int, width_name: str, like: torch.Tensor):
+    """A ``(|A|, L, width)`` queue on the device of ``like``; None when absent or empty."""
+    if queue is None:
+        return None
+    if isinstance(queue, (list, tuple)):
+        queue = torch.stack([check_tensor(f"{name}[{a}]", q, 2) for a, q in enumerate(queue)])
+    check_tensor(name, queue, 3)
+    check_same_device(name, queue, "inputs", like)
+    if queue.shape[0] != n_assign or queue.shape[2] != width:
+        raise ValueError(
+            f"{name} must have shape (len(crops_for_assign)={n_assign}, L, {width_name}={width}), "
+            f"got {tuple(queue.shape)}"
+        )
+    return queue if queue.shape[1] > 0 else None
+
+
+def swav_loss(
+    inputs: torch.Tensor | Sequence[torch.Tensor],
+    prototypes: torch.Tensor | None = None,
+    *,
+    nmb_crops: int | Sequence[int] | None = None,
+    crops_for_assign: Sequence[int] = (0, 1),
+    temperature: float = 0.1,
+    epsilon: float = 0.05,
+    sinkhorn_iterations: int = 3,
+    queue: torch.Tensor | None = None,
+    queue_scores: torch.Tensor | None = None,
+    process_group=None,
+    backend: str = "auto",
+    check_finite_inputs: bool = True,
+) -> torch.Tensor:
+    """The SwAV swapped-prediction loss (DESIGN §1).
+
+    Args:
+        inputs: without ``prototypes``, crop-major scores ``S (V·B, K)`` or a list of V
+            per-crop ``(B, K)`` scores; with ``prototypes``, L2-normalised embeddings
+            ``Z (V·B, D)`` (or a list of V ``(B, D)``), and the scores ``Z Cᵀ`` are computed
+            by the backend (the fused backends never materialise them).
+        prototypes: ``C (K, D)``, same dtype and device as the embeddings.
+        nmb_crops: crops per image, an int V or a list per resolution (``[2, 6]`` → V=8);
+            inferred from a list of per-crop tensors.
+        crops_for_assign: the crops A whose codes are predicted from the other crops.
+        temperature: τ of the softmax. epsilon: ε of the Sinkhorn.
+        sinkhorn_iterations: T ≥ 0.
+        queue: ``(|A|, L, D)`` queued embeddings per assign crop (needs ``prototypes``),
+            scored with the current prototypes and prepended to the Sinkhorn rows.
+        queue_scores: ``(|A|, L, K)`` queued scores instead (either path).
+        process_group: ranks whose rows share the Sinkhorn sums (None: this rank only).
+        backend: ``"auto"``, ``"reference"`` or a registered kernel backend.
+        check_finite_inputs: raise ValueError on NaN/inf inputs (one host sync).
+
+    Returns:
+        0-d loss, float32 for 16-bit inputs, else the input dtype. Gradients flow into
+        ``inputs`` and ``prototypes``; codes and queues are constants.
+    """
+    rows, listed_crops = _crop_major_rows("inputs", inputs)
+    if nmb_crops is None:
+        if listed_crops is None:
+            raise ValueError("nmb_crops is required when inputs is a single tensor (e.g. nmb_crops=[2, 6])")
+        n_crops = check_n_crops(listed_crops)
+    else:
+        n_crops = check_n_crops(nmb_crops)
+        if listed_crops is not None and listed_crops != n_crops:
+            raise ValueError(f"nmb_crops adds up to {n_crops} crops but inputs is a list of {listed_crops}")
+    if rows.shape[0] == 0 or rows.shape[0] % n_crops:
+        raise ValueError(
+            f"inputs has {rows.shape[0]} rows, which is not a positive multiple of the {n_crops} crops"
+        )
+    spec = _spec(n_crops, crops_for_assign, temperature, epsilon, sinkhorn_iterations, process_group)
+    batch = rows.shape[0] // n_crops
+    n_assign = len(spec.crops_for_assign)
+    if rows.shape[1] == 0:
+        raise ValueError("inputs must have at least one column")
+
+    named = {"inputs": rows}
+    if prototypes is not None:
+        check_tensor("prototypes", prototypes, 2)
+        check_same_device("prototypes", prototypes, "inputs", rows)
+        check_same_dtype("prototypes", prototypes, "inputs", rows)
+        if prototypes.shape[1] != rows.shape[1] or prototypes.shape[0] == 0:
+            raise ValueError(
+                f"prototypes must have shape (K >= 1, D={rows.shape[1]}) to match the embeddings, "
+                f"got {tuple(prototypes.shape)}"
+            )
+        named["prototypes"] = prototypes
+    elif queue is not None:
+        raise ValueError("queue holds embeddings and needs prototypes to score them; pass queue_scores instead")
+    if queue is not None and queue_scores is not None:
+        raise ValueError("pass either queue (embeddings) or queue_scores, not both")
+    n_prototypes = rows.shape[1] if prototypes is None else prototypes.shape[0]
+    queue = _check_queue("queue", queue, n_assign, rows.shape[1], "D", rows)
+    queue_scores = _check_queue("queue_scores", queue_scores, n_assign, n_prototypes, "K", rows)
+    for name, value in (("queue", queue), ("queue_scores", queue_scores)):
+        if value is not None:
+            named[name] = value
+    if check_finite_inputs:
+        check_finite(named)
+
+    impl = resolve_backend(backend, rows.device, rows.dtype)
+    assign = list(spec.crops_for_assign)
+    with torch.no_grad():
+        if prototypes is None:
+            assign_scores = rows.detach().reshape(n_crops, batch, -1)[assign]
+        else:
+            assign_scores = impl.score(rows.reshape(n_crops, batch, -1)[assign], prototypes)
+            if queue is not None:
+                queue_scores = impl.score(queue, prototypes)
+        sinkhorn_rows = assign_scores
+        if queue_scores is not None:
+            sinkhorn_rows = torch.cat((queue_scores.to(assign_scores.dtype), assign_scores), dim=1)
+        codes = impl.sinkhorn(sinkhorn_rows, spec.epsilon, spec.sinkhorn_iterations, spec.process_group)
+        codes = codes[:, -batch:]
+    if prototypes is None:
+        return impl.loss_from_scores(rows, codes, spec)
+    return impl.loss_from_embeddings(rows, prototypes, codes, spec)
+
+
+def sinkhorn(
+    scores: torch.Tensor,
+    epsilon: float = 0.05,
+    iterations: int = 3,
+    process_group=None,
+    backend: str = "auto",
+    check_finite_inputs: bool = True,
+) -> torch.Tensor:
+    """Sinkhorn-Knopp codes (DESIGN §1) of ``scores`` ``(N, K)``, or ``(G, N, K)`` for G
+    independent problems. Returns codes of the same shape in float32 (float64 for float64
+    input); with ``iterations >= 1`` each row sums to 1. Overflow-free for any finite input.
+    ``process_group``: ranks whose rows form one problem (per-prototype sums and the total
+    are all-reduced; ranks may hold different numbers of rows).
+    """
+    check_tensor("scores", scores, (2, 3))
+    if scores.shape[-2] == 0 or scores.shape[-1] == 0:
+        raise ValueError(f"scores must have at least one row and one column, got shape {tuple(scores.shape)}")
+    epsilon = check_positive_float("epsilon", epsilon)
+    iterations = check_iterations("iterations", iterations)
+    if check_finite_inputs:
+        check_finite({"scores": scores})
+    impl = resolve_backend(backend, scores.device, scores.dtype)
+    batched = scores if scores.dim() == 3 else scores.unsqueeze(0)
+    codes = impl.sinkhorn(batched, epsilon, iterations, process_group)
+    return codes if scores.dim() == 3 else codes.squeeze(0)

@@ -1,0 +1,102 @@
+"""Backend registry: names → lazily constructed backends, and the ``"auto"`` choice.
+
+Kernel backends register a loader (so importing ``swav_kernels`` never imports triton or
+the CUDA extension) and a rank for ``"auto"``: on a device where a registered backend
+applies, the best-ranked one is used; elsewhere ``"auto"`` falls back to the reference
+and says so once per reason.
+"""
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import Callable
+
+import torch
+
+from .backend import Backend
+
+_LOADERS: dict[str, Callable[[], Backend]] = {"reference": Backend}
+_AUTO_RANK: dict[str, int] = {}
+_INSTANCES: dict[str, Backend] = {}
+_LOAD_ERRORS: dict[str, str] = {}
+_WARNED: set[str] = set()
+
+
+def register_backend(name: str, loader: Callable[[], Backend] | str, auto_rank: int | None = None) -> None:
+    """Make ``backend=name`` available.
+
+    Args:
+        loader: a callable returning the backend, or ``"module:Class"`` imported on first use.
+        auto_rank: position in ``"auto"``'s order of preference (lower first); None keeps the
+            backend out of ``"auto"``.
+    """
+    if isinstance(loader, str):
+        module_name, _, attr = loader.partition(":")
+
+        def loader(module_name=module_name, attr=attr):
+            return getattr(importlib.import_module(module_name), attr)()
+
+    _LOADERS[name] = loader
+    _INSTANCES.pop(name, None)
+    _LOAD_ERRORS.pop(name, None)
+    if auto_rank is None:
+        _AUTO_RANK.pop(name, None)
+    else:
+        _AUTO_RANK[name] = auto_rank
+
+
+def backend_names() -> tuple[str, ...]:
+    """Every accepted value of ``backend=``."""
+    return ("auto", *sorted(_LOADERS))
+
+
+def _load(name: str) -> Backend | None:
+    if name not in _INSTANCES and name not in _LOAD_ERRORS:
+        try:
+            _INSTANCES[name] = _LOADERS[name]()
+        except Exception as error:  # an optional dependency is missing or broken
+            _LOAD_ERRORS[name] = f"{type(error).__name__}: {error}"
+    return _INSTANCES.get(name)
+
+
+def unavailable_reason(name: str, device: torch.device, dtype: torch.dtype) -> str | None:
+    """None when backend ``name`` runs on ``device`` with ``dtype``; else the reason why not."""
+    backend = _load(name)
+    if backend is None:
+        return f"could not be loaded ({_LOAD_ERRORS[name]})"
+    return backend.unavailable_reason(torch.device(device), dtype)
+
+
+def _check_name(name) -> None:
+    if not isinstance(name, str) or (name != "auto" and name not in _LOADERS):
+        raise ValueError(f"backend must be one of {backend_names()}, got {name!r}")
+
+
+def resolve_backend(name: str, device: torch.device, dtype: torch.dtype) -> Backend:
+    """The backend that will run tensors of ``dtype`` on ``device`` for ``backend=name``."""
+    _check_name(name)
+    if name != "auto":
+        reason = unavailable_reason(name, device, dtype)
+        if reason is not None:
+            raise RuntimeError(f"backend={name!r} cannot run {dtype} tensors on {device}: {reason}")
+        return _INSTANCES[name]
+    reasons = []
+    for candidate in sorted(_AUTO_RANK, key=_AUTO_RANK.get):
+        reason = unavailable_reason(candidate, device, dtype)
+        if reason is None:
+            return _INSTANCES[candidate]
+        reasons.append(f"{candidate}: {reason}")
+    message = (
+        f"swav_kernels: no kernel backend applies to {dtype} tensors on {device.type}; "
+        "using the pure-PyTorch reference"
+        + (f" ({'; '.join(reasons)})" if reasons else "")
+    )
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return _load("reference")
+
+
+def backend_status(device: torch.device | str, dtype: torch.dtype = torch.float32) -> dict[str, str | None]:
+    """``{name: None if usable else reason}`` for every registered backend."""
+    return {name: unavailable_reason(name, torch.device(device), dtype) for name in sorted(_LOADERS)}

@@ -1,0 +1,17 @@
+import pathlib
+import sys
+
+import pytest
+import torch
+
+# tests/ helpers (problems.py, transcription.py) import as top-level modules.
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; none on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,174 @@
+"""Public API: both input paths, lists, queues, dtypes, backend selection."""
+import warnings
+
+import pytest
+import torch
+
+import swav_kernels
+from problems import make_problem, rel_err
+from swav_kernels import Backend, reference as R, register_backend, sinkhorn, swav_loss
+from transcription import sinkhorn_f64, swav_loss_f64
+
+KW = dict(temperature=0.1, epsilon=0.05, sinkhorn_iterations=3, backend="reference")
+
+
+def test_readme_example_runs():
+    z = torch.nn.functional.normalize(torch.randn(8 * 4, 16), dim=1)
+    prototypes = torch.nn.functional.normalize(torch.randn(30, 16), dim=1)
+    loss = swav_loss(z, prototypes=prototypes, nmb_crops=[2, 6], backend="reference")
+    assert loss.shape == () and torch.isfinite(loss)
+
+
+def test_scores_path_equals_embeddings_path():
+    p = make_problem(n_crops=8, batch=5, prototypes=40, dim=12, queue=7)
+    z = p.embeddings.clone().requires_grad_()
+    c = p.prototypes.clone().requires_grad_()
+    fused = swav_loss(z, c, nmb_crops=[2, 6], queue=p.queue, **KW)
+    fused.backward()
+    s = (z.detach() @ c.detach().t()).requires_grad_()
+    plain = swav_loss(s, nmb_crops=[2, 6], queue_scores=p.queue_scores, **KW)
+    plain.backward()
+    assert torch.allclose(fused, plain, rtol=1e-6)
+    assert rel_err(z.grad, s.grad @ p.prototypes) <= 1e-5
+    assert rel_err(c.grad, s.grad.t() @ p.embeddings) <= 1e-5
+
+
+def test_api_matches_float64_transcription():
+    p = make_problem(n_crops=6, batch=4, prototypes=25, dim=8, queue=6, crops_for_assign=(1, 4))
+    loss = swav_loss(p.embeddings, p.prototypes, nmb_crops=6, crops_for_assign=(1, 4), queue=p.queue, **KW)
+    expected = swav_loss_f64(p.scores.double(), 6, (1, 4), 0.1, 0.05, 3, p.queue_scores)
+    assert abs(loss.item() - expected.item()) <= 1e-6 * abs(expected.item())
+
+
+def test_list_of_crops_equals_crop_major_tensor():
+    p = make_problem(n_crops=4, batch=3, prototypes=11, dim=5)
+    crops = list(p.scores.split(3))
+    assert torch.equal(swav_loss(crops, **KW), swav_loss(p.scores, nmb_crops=4, **KW))
+    assert torch.equal(swav_loss(crops, nmb_crops=[2, 2], **KW), swav_loss(p.scores, nmb_crops=4, **KW))
+
+
+def test_list_of_crops_gets_gradients():
+    crops = [torch.randn(3, 7, requires_grad=True) for _ in range(3)]
+    swav_loss(crops, **KW).backward()
+    assert all(c.grad is not None and torch.isfinite(c.grad).all() for c in crops)
+
+
+def test_queue_embeddings_equal_queue_scores():
+    p = make_problem(n_crops=4, batch=3, prototypes=11, dim=5, queue=4)
+    a = swav_loss(p.embeddings, p.prototypes, nmb_crops=4, queue=p.queue, **KW)
+    b = swav_loss(p.embeddings, p.prototypes, nmb_crops=4, queue_scores=p.queue_scores, **KW)
+    assert torch.allclose(a, b)
+    empty = swav_loss(p.embeddings, p.prototypes, nmb_crops=4, queue=p.queue[:, :0], **KW)
+    assert torch.equal(empty, swav_loss(p.embeddings, p.prototypes, nmb_crops=4, **KW))
+
+
+def test_queue_changes_the_codes():
+    p = make_problem(n_crops=4, batch=3, prototypes=11, dim=5, queue=20)
+    with_queue = swav_loss(p.embeddings, p.prototypes, nmb_crops=4, queue=p.queue, **KW)
+    without = swav_loss(p.embeddings, p.prototypes, nmb_crops=4, **KW)
+    assert abs(with_queue.item() - without.item()) > 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_return_float32_loss_of_upcast_inputs(dtype):
+    p = make_problem(n_crops=4, batch=3, prototypes=11, dim=5, dtype=dtype)
+    z = p.embeddings.clone().requires_grad_()
+    c = p.prototypes.clone().requires_grad_()
+    loss = swav_loss(z, c, nmb_crops=4, **KW)
+    loss.backward()
+    assert loss.dtype == torch.float32
+    assert z.grad.dtype == dtype and c.grad.dtype == dtype
+    upcast = swav_loss(p.embeddings.float(), p.prototypes.float(), nmb_crops=4, **KW)
+    assert loss.item() == pytest.approx(upcast.item(), rel=1e-6)
+
+
+def test_float64_stays_float64():
+    p = make_problem(n_crops=3, batch=2, prototypes=7, dim=4, dtype=torch.float64)
+    assert swav_loss(p.scores, nmb_crops=3, **KW).dtype == torch.float64
+    assert sinkhorn(p.scores, backend="reference").dtype == torch.float64
+
+
+def test_zero_iterations_is_legal():
+    p = make_problem(n_crops=3, batch=4, prototypes=7, dim=4)
+    loss = swav_loss(p.scores, nmb_crops=3, **{**KW, "sinkhorn_iterations": 0})
+    expected = swav_loss_f64(p.scores, 3, (0, 1), 0.1, 0.05, 0)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_sinkhorn_public_function():
+    x = torch.randn(12, 9)
+    codes = sinkhorn(x, epsilon=0.05, iterations=3, backend="reference")
+    assert codes.shape == (12, 9) and codes.dtype == torch.float32
+    assert rel_err(codes, sinkhorn_f64(x, 0.05, 3)) <= 1e-5
+    batched = sinkhorn(torch.stack((x, -x)), backend="reference")
+    assert batched.shape == (2, 12, 9)
+    assert torch.allclose(batched[0], codes)
+
+
+def test_auto_on_cpu_falls_back_to_reference_and_says_so_once():
+    from swav_kernels import registry
+
+    registry._WARNED.clear()
+    x = torch.randn(6, 5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = swav_loss(x, nmb_crops=2)
+        second = swav_loss(x, nmb_crops=2)
+    messages = [str(w.message) for w in caught if "pure-PyTorch reference" in str(w.message)]
+    assert len(messages) == 1
+    assert torch.equal(first, second)
+    assert torch.equal(first, swav_loss(x, nmb_crops=2, backend="reference"))
+
+
+def test_registered_backend_is_used_and_explicit_unavailable_backend_raises():
+    calls = []
+
+    class Counting(Backend):
+        name = "counting"
+
+        def sinkhorn(self, scores, epsilon, iterations, process_group):
+            calls.append(scores.shape)
+            return super().sinkhorn(scores, epsilon, iterations, process_group)
+
+    class Nowhere(Backend):
+        def unavailable_reason(self, device, dtype):
+            return "needs hardware this machine lacks"
+
+    register_backend("counting", Counting)
+    register_backend("nowhere", Nowhere)
+    try:
+        x = torch.randn(8, 5)
+        assert torch.equal(swav_loss(x, nmb_crops=4, backend="counting"), swav_loss(x, nmb_crops=4, **KW))
+        assert calls == [(2, 2, 5)]
+        with pytest.raises(RuntimeError, match="needs hardware this machine lacks"):
+            swav_loss(x, nmb_crops=4, backend="nowhere")
+        assert swav_kernels.backend_status("cpu")["nowhere"] == "needs hardware this machine lacks"
+    finally:
+        from swav_kernels import registry
+
+        for name in ("counting", "nowhere"):
+            registry._LOADERS.pop(name, None)
+            registry._INSTANCES.pop(name, None)
+
+
+def test_loader_failure_is_reported_not_raised_at_import():
+    from swav_kernels import registry
+
+    register_backend("broken", "swav_kernels_no_such_module:Backend", auto_rank=0)
+    try:
+        with pytest.warns(RuntimeWarning, match="broken: could not be loaded"):
+            registry._WARNED.clear()
+            swav_loss(torch.randn(4, 3), nmb_crops=2)
+        with pytest.raises(RuntimeError, match="ModuleNotFoundError"):
+            swav_loss(torch.randn(4, 3), nmb_crops=2, backend="broken")
+    finally:
+        registry._LOADERS.pop("broken", None)
+        registry._AUTO_RANK.pop("broken", None)
+        registry._LOAD_ERRORS.pop("broken", None)
+
+
+def test_non_contiguous_inputs():
+    p = make_problem(n_crops=4, batch=3, prototypes=11, dim=5)
+    wide = torch.zeros(p.scores.shape[0], 2 * p.scores.shape[1])
+    wide[:, ::2] = p.scores
+    assert torch.allclose(swav_loss(wide[:, ::2], nmb_crops=4, **KW), swav_loss(p.scores, nmb_crops=4, **KW))
