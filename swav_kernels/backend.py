@@ -36,9 +36,12 @@ class Backend:
         """None when this backend runs tensors of ``dtype`` on ``device``; else why not."""
         return None
 
-    def sinkhorn(self, scores: torch.Tensor, epsilon: float, iterations: int, process_group) -> torch.Tensor:
-        """Codes of ``(G, N, K)`` scores (G independent problems), float32 or float64."""
-        return reference.sinkhorn_reference(scores, epsilon, iterations, process_group)
+    def sinkhorn(
+        self, scores: torch.Tensor, epsilon: float, iterations: int, process_group, codes_from_row: int = 0
+    ) -> torch.Tensor:
+        """Codes ``(G, N − codes_from_row, K)`` of the rows ``>= codes_from_row`` of ``(G, N, K)``
+        scores (G independent problems; every row takes part), float32 or float64."""
+        return reference.sinkhorn_reference(scores, epsilon, iterations, process_group)[:, codes_from_row:]
 
     def score(self, embeddings: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
         """``embeddings (..., D) @ prototypesᵀ`` without gradient, in the accumulation dtype."""

@@ -164,8 +164,8 @@ def swav_loss(
         sinkhorn_rows = assign_scores
         if queue_scores is not None:
             sinkhorn_rows = torch.cat((queue_scores.to(assign_scores.dtype), assign_scores), dim=1)
-        codes = impl.sinkhorn(sinkhorn_rows, spec.epsilon, spec.sinkhorn_iterations, spec.process_group)
-        codes = codes[:, -batch:]
+        codes = impl.sinkhorn(sinkhorn_rows, spec.epsilon, spec.sinkhorn_iterations, spec.process_group,
+                              codes_from_row=sinkhorn_rows.shape[1] - batch)
     if prototypes is None:
         return impl.loss_from_scores(rows, codes, spec)
     return impl.loss_from_embeddings(rows, prototypes, codes, spec)

@@ -42,3 +42,9 @@ def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
     scale = expected.abs().max().item()
     err = (actual - expected).abs().max().item()
     return err / scale if scale > 0 else err
+
+
+def logit_tolerance(scores: torch.Tensor, epsilon: float, floor: float = 1e-5) -> float:
+    """Error bound for float32 Sinkhorn codes: the logits x/ε carry an absolute rounding error
+    of a few ulp of max|x/ε|, which exp turns into a relative error of the codes."""
+    return max(floor, 8 * torch.finfo(torch.float32).eps * scores.abs().max().item() / epsilon)

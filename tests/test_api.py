@@ -126,9 +126,9 @@ def test_registered_backend_is_used_and_explicit_unavailable_backend_raises():
     class Counting(Backend):
         name = "counting"
 
-        def sinkhorn(self, scores, epsilon, iterations, process_group):
+        def sinkhorn(self, scores, epsilon, iterations, process_group, codes_from_row=0):
             calls.append(scores.shape)
-            return super().sinkhorn(scores, epsilon, iterations, process_group)
+            return super().sinkhorn(scores, epsilon, iterations, process_group, codes_from_row)
 
     class Nowhere(Backend):
         def unavailable_reason(self, device, dtype):
