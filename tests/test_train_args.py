@@ -1,0 +1,95 @@
+"""swav-train's command line: presets, and invalid arguments as argparse errors (exit 2)."""
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("torchvision", reason="swav-train needs torchvision (pip install '.[train]')")
+
+from swav_kernels import backend_names  # noqa: E402
+from swav_kernels.train.__main__ import main  # noqa: E402
+from swav_kernels.train.args import DIGITS, PAPER, parse_args  # noqa: E402
+
+
+def test_digits_preset_without_data():
+    args = parse_args([])
+    assert args.data is None
+    for name, value in DIGITS.items():
+        assert getattr(args, name) == value, name
+
+
+def test_paper_preset_with_data(tmp_path):
+    args = parse_args(["--data", str(tmp_path)])
+    assert (args.arch, args.nmb_crops, args.size_crops, args.nmb_prototypes) == ("resnet50", [2, 6], [224, 96], 3000)
+    assert (args.min_scale_crops, args.max_scale_crops) == ([0.14, 0.05], [1.0, 0.14])
+    for name, value in PAPER.items():
+        assert getattr(args, name) == value, name
+
+
+def test_explicit_options_override_the_preset():
+    args = parse_args(["--epochs", "3", "--nmb-crops", "2", "--size-crops", "12", "--min-scale-crops", "0.5",
+                       "--max-scale-crops", "1", "--arch", "resnet18", "--small-stem", "--loss-backend", "reference"])
+    assert (args.epochs, args.nmb_crops, args.size_crops, args.arch, args.small_stem) == (3, [2], [12], "resnet18", True)
+    assert args.loss_backend == "reference" and args.batch_size == DIGITS["batch_size"]
+
+
+INVALID = [
+    (["--nmb-crops", "2", "6", "--size-crops", "16"], "one value per resolution"),
+    (["--min-scale-crops", "0.5", "0.1", "--max-scale-crops", "0.4", "0.3"], "0 < min <= max <= 1"),
+    (["--nmb-crops", "1", "--size-crops", "16", "--min-scale-crops", "0.5", "--max-scale-crops", "1"], "at least 2 crops"),
+    (["--crops-for-assign", "0", "8"], "--crops-for-assign"),
+    (["--crops-for-assign", "1", "1"], "--crops-for-assign"),
+    (["--epochs", "0"], "--epochs: expected an integer >= 1"),
+    (["--batch-size", "-4"], "--batch-size"),
+    (["--temperature", "0"], "--temperature: expected a number > 0"),
+    (["--epsilon", "nan"], "--epsilon"),
+    (["--wd", "-1"], "--wd"),
+    (["--warmup-epochs", "9", "--epochs", "3"], "cannot exceed --epochs"),
+    (["--loss-backend", "nope"], "--loss-backend: invalid choice"),
+    (["--arch", "vgg16"], "--arch: invalid choice"),
+    (["--data", "/no/such/folder"], "is not a directory"),
+    (["--size-dataset", "-3"], "--size-dataset"),
+    (["--queue-length", "ten"], "--queue-length"),
+]
+
+
+@pytest.mark.parametrize("argv, message", INVALID)
+def test_invalid_arguments_are_usage_errors(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv + ["--dump-path", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: swav-train" in err and message in err
+
+
+def test_resume_without_a_checkpoint_is_a_usage_error(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--resume", "--dump-path", str(tmp_path)])
+    assert exit_info.value.code == 2 and "no checkpoint.pt" in capsys.readouterr().err
+
+
+def test_unusable_backend_on_this_device_is_a_usage_error(capsys, tmp_path):
+    """A backend name that exists but cannot run here is reported by argparse too."""
+    unusable = [name for name in backend_names() if name not in ("auto", "reference")]
+    if not unusable:
+        pytest.skip("only the reference backend is registered")
+    from swav_kernels import backend_status
+
+    status = backend_status("cpu")
+    name = next((n for n in unusable if status.get(n) is not None), None)
+    if name is None:
+        pytest.skip("every registered backend runs on CPU here")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--device", "cpu", "--loss-backend", name, "--dump-path", str(tmp_path)])
+    assert exit_info.value.code == 2 and f"--loss-backend {name} cannot run on cpu" in capsys.readouterr().err
+
+
+def test_command_line_error_has_no_traceback():
+    result = subprocess.run(
+        [sys.executable, "-m", "swav_kernels.train", "--nmb-crops", "2", "6", "--size-crops", "16"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "error:" in result.stderr and "Traceback" not in result.stderr
