@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 pytest.importorskip("torchvision", reason="swav-train needs torchvision (pip install '.[train]')")
 pytest.importorskip("timm", reason="swav-train's LARS comes from timm (pip install '.[train]')")
+pytest.importorskip("sklearn", reason="digits and the evaluation need scikit-learn (pip install '.[train]')")
 
 from swav_kernels.train import checkpoint as ckpt  # noqa: E402
 from swav_kernels.train import report  # noqa: E402
