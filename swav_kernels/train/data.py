@@ -2,10 +2,10 @@
 
 Multi-crop follows facebookresearch/swav ``src/multicropdataset.py``: for each resolution
 ``i``, ``nmb_crops[i]`` crops by ``RandomResizedCrop(size_crops[i], scale=(min_scale[i],
-max_scale[i]))``, horizontal flip, colour jitter (0.8, 0.8, 0.8, 0.2) with p = 0.8, grayscale
-with p = 0.2, Gaussian blur (σ ∈ [0.1, 2]) with p = 0.5, then ImageNet normalisation. All
-from torchvision transforms v2 (random draws from torch's generator, so seeding torch makes
-a run reproducible).
+max_scale[i]))``, horizontal flip, colour jitter (0.8, 0.8, 0.8, 0.2)·s with p = 0.8, grayscale
+with p = 0.2, Gaussian blur (σ ∈ [0.1, 2]) with p = 0.5, then ImageNet normalisation (the
+paper: jitter strength s = 1, blur probability 0.5; both are options). All from torchvision
+transforms v2 (random draws from torch's generator, so seeding torch makes a run reproducible).
 
 Sources: any ``ImageFolder`` directory, or the built-in default, scikit-learn's 8×8 digits
 (1,797 images shipped inside scikit-learn, no download) upsampled to a few dozen pixels,
