@@ -81,11 +81,14 @@ def resolve_backend(name: str, device: torch.device, dtype: torch.dtype) -> Back
             raise RuntimeError(f"backend={name!r} cannot run {dtype} tensors on {device}: {reason}")
         return _INSTANCES[name]
     reasons = []
-    for candidate in sorted(_AUTO_RANK, key=_AUTO_RANK.get):
-        reason = unavailable_reason(candidate, device, dtype)
-        if reason is None:
-            return _INSTANCES[candidate]
-        reasons.append(f"{candidate}: {reason}")
+    if device.type != "cuda":  # interpreters (TRITON_INTERPRET=1) run on CPU, but only on request
+        reasons.append("kernel backends run on CUDA tensors")
+    else:
+        for candidate in sorted(_AUTO_RANK, key=_AUTO_RANK.get):
+            reason = unavailable_reason(candidate, device, dtype)
+            if reason is None:
+                return _INSTANCES[candidate]
+            reasons.append(f"{candidate}: {reason}")
     message = (
         f"swav_kernels: no kernel backend applies to {dtype} tensors on {device.type}; "
         "using the pure-PyTorch reference"
