@@ -8,6 +8,9 @@ from .backend import Backend, LossSpec
 from .loss import sinkhorn, swav_loss
 from .module import SwAVLoss
 from .registry import backend_names, backend_status, register_backend
+from .triton.backend import TRITON_BACKEND
+
+register_backend("triton", lambda: TRITON_BACKEND, auto_rank=0)
 
 __version__ = "0.1.0"
 
