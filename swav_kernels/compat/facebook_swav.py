@@ -8,7 +8,10 @@
   whole ``# ============ swav loss ... ============`` block of ``train()``:
 
       loss, use_the_queue = swav_loss_block(output, embedding, model.module.prototypes.weight,
-                                            queue, use_the_queue, nmb_crops=args.nmb_crops, ...)
+                                            queue, use_the_queue, args)
+
+  (``args`` supplies ``nmb_crops, crops_for_assign, temperature, epsilon,
+  sinkhorn_iterations``; keywords of the same names work too.)
 
   The queue holds *embeddings* ``(|A|, L, D)`` of this rank, newest first; once full (its
   last row non-zero) or once ``use_the_queue`` is set, it is scored with the current
@@ -33,6 +36,10 @@ from ..validation import check_crops_for_assign, check_n_crops, check_tensor
 from ._common import default_process_group, loss_dtype
 
 __all__ = ["distributed_sinkhorn", "swav_loss_block"]
+
+# main_swav.py's argparse defaults of the settings the loss block reads from ``args``
+DEFAULTS = {"nmb_crops": [2], "crops_for_assign": [0, 1], "temperature": 0.1, "epsilon": 0.05,
+            "sinkhorn_iterations": 3}
 
 
 @torch.no_grad()
@@ -73,12 +80,13 @@ def swav_loss_block(
     prototypes: torch.Tensor,
     queue: torch.Tensor | None = None,
     use_the_queue: bool = False,
+    args=None,
     *,
-    nmb_crops: Sequence[int] = (2,),
-    crops_for_assign: Sequence[int] = (0, 1),
-    temperature: float = 0.1,
-    epsilon: float = 0.05,
-    sinkhorn_iterations: int = 3,
+    nmb_crops: Sequence[int] | None = None,
+    crops_for_assign: Sequence[int] | None = None,
+    temperature: float | None = None,
+    epsilon: float | None = None,
+    sinkhorn_iterations: int | None = None,
     process_group=None,
     backend: str = "auto",
 ) -> tuple[torch.Tensor, bool]:
@@ -90,21 +98,28 @@ def swav_loss_block(
         prototypes: the prototype weight ``(K, D)`` that scores the queue.
         queue: ``(|A|, L, D)`` queue of embeddings or None; updated in place.
         use_the_queue: the trainer's flag (False at the start of every epoch).
-        nmb_crops, crops_for_assign, temperature, epsilon, sinkhorn_iterations: ``args.*``.
+        args: main_swav.py's ``args`` (or None): the settings below default to its attributes,
+            then to main_swav.py's defaults (``DEFAULTS``).
+        nmb_crops, crops_for_assign, temperature, epsilon, sinkhorn_iterations: as ``args.*``.
         process_group: None: the default group when torch.distributed is initialised.
         backend: swav_kernels backend.
 
     Returns:
         ``(loss, use_the_queue)``: the 0-d loss and the flag to pass at the next step.
     """
+    given = dict(nmb_crops=nmb_crops, crops_for_assign=crops_for_assign, temperature=temperature,
+                 epsilon=epsilon, sinkhorn_iterations=sinkhorn_iterations)
+    settings = {name: value if value is not None else getattr(args, name, DEFAULTS[name])
+                for name, value in given.items()}
+    nmb_crops = settings["nmb_crops"]
     n_crops = check_n_crops(nmb_crops)
-    assign = check_crops_for_assign(crops_for_assign, n_crops)
+    assign = check_crops_for_assign(settings["crops_for_assign"], n_crops)
     check_tensor("output", output, 2)
     check_tensor("embedding", embedding, 2)
     if output.shape[0] % n_crops or embedding.shape[0] != output.shape[0]:
         raise ValueError(
             f"output {tuple(output.shape)} and embedding {tuple(embedding.shape)} must both have V·B rows "
-            f"for the {n_crops} crops of nmb_crops={list(nmb_crops) if not isinstance(nmb_crops, int) else nmb_crops}"
+            f"for the {n_crops} crops of nmb_crops={nmb_crops!r}"
         )
     batch = output.shape[0] // n_crops
     queue_scores = None
@@ -125,9 +140,9 @@ def swav_loss_block(
         output,
         nmb_crops=n_crops,
         crops_for_assign=assign,
-        temperature=temperature,
-        epsilon=epsilon,
-        sinkhorn_iterations=sinkhorn_iterations,
+        temperature=settings["temperature"],
+        epsilon=settings["epsilon"],
+        sinkhorn_iterations=settings["sinkhorn_iterations"],
         queue_scores=queue_scores,
         process_group=default_process_group(process_group),
         backend=backend,
