@@ -11,7 +11,6 @@ import sys
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from multiprocess import run_in_processes

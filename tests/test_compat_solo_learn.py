@@ -7,7 +7,6 @@ import types
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from multiprocess import run_in_processes
 from problems import make_problem, rel_err

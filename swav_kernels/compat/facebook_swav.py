@@ -133,9 +133,6 @@ def swav_loss_block(
                 use_the_queue = True
             if use_the_queue:
                 queue_scores = queue.to(prototypes.dtype) @ prototypes.detach().t()
-            new = embedding.detach().reshape(n_crops, batch, -1)[list(assign)]
-            queue[:, batch:] = queue[:, :-batch].clone()
-            queue[:, :batch] = new.to(queue.dtype)
     loss = swav_loss(
         output,
         nmb_crops=n_crops,
@@ -147,4 +144,9 @@ def swav_loss_block(
         process_group=default_process_group(process_group),
         backend=backend,
     )
+    if queue is not None:  # shift and refill (main_swav.py does it before its Sinkhorn: same result)
+        with torch.no_grad():
+            new = embedding.detach().reshape(n_crops, batch, -1)[list(assign)]
+            queue[:, batch:] = queue[:, :-batch].clone()
+            queue[:, :batch] = new.to(queue.dtype)
     return loss.to(loss_dtype(output)), use_the_queue
