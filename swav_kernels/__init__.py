@@ -5,7 +5,7 @@
     loss = swav_loss(scores, nmb_crops=[2, 6])                # drop-in path
 """
 from .backend import Backend, LossSpec
-from .loss import sinkhorn, swav_loss
+from .loss import sinkhorn, swapped_prediction_loss, swav_loss
 from .module import SwAVLoss
 from .registry import backend_names, backend_status, register_backend
 from .triton.backend import TRITON_BACKEND
@@ -22,6 +22,7 @@ __all__ = [
     "backend_status",
     "register_backend",
     "sinkhorn",
+    "swapped_prediction_loss",
     "swav_loss",
     "__version__",
 ]

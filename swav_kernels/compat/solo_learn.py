@@ -27,8 +27,8 @@ from typing import List
 import torch
 from torch import nn
 
-from ..loss import sinkhorn
-from ._common import default_process_group, loss_dtype, swapped_prediction_loss
+from ..loss import sinkhorn, swapped_prediction_loss
+from ._common import default_process_group, loss_dtype
 from ._patching import Patch, everywhere, import_trainer
 
 __all__ = ["SinkhornKnopp", "swav_loss_func", "patch", "unpatch"]

@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..loss import sinkhorn
-from ._common import default_process_group, swapped_prediction_loss
+from ..loss import sinkhorn, swapped_prediction_loss
+from ._common import default_process_group
 from ._patching import Patch, import_trainer
 
 __all__ = ["SwAVCriterion", "SwAVLoss", "patch", "unpatch"]
