@@ -195,3 +195,30 @@ def test_cuda_device_without_a_gpu_is_an_argument_error(capsys, tmp_path):
     with pytest.raises(SystemExit):
         main(["--device", "cuda", "--out", str(tmp_path)])
     assert "no CUDA device is visible to torch" in capsys.readouterr().err
+
+
+def test_from_json_redraws_table_and_plots(quick_run, tmp_path):
+    """A run made elsewhere (a GPU machine without matplotlib) is rendered here; memory plots
+    appear once records carry peak memory (set here to 3× the inputs, as a GPU run would have)."""
+    data = json.loads(json.dumps(quick_run[2]))  # a copy: the fixture is shared
+    for r in data["results"]:
+        r["peak_bytes"] = 3 * r["input_bytes"]
+    data["environment"]["device"] = "cuda"
+    source = tmp_path / "gpu" / "results.json"
+    source.parent.mkdir()
+    source.write_text(json.dumps(data))
+    code, text = run_in_process(["--from-json", str(source), "--out", str(tmp_path / "drawn")])
+    assert code == 0
+    drawn = tmp_path / "drawn"
+    for name in ("time_vs_k.png", "time_vs_rows.png", "memory_vs_k.png", "memory_vs_rows.png"):
+        assert (drawn / name).read_bytes()[:8] == PNG_SIGNATURE
+    assert json.loads((drawn / "results.json").read_text())["results"] == data["results"]
+    first = data["results"][0]
+    assert f"{3 * first['input_bytes'] / 2**20:.1f}" in text.splitlines()[2]
+    assert "is not in the table of known devices" in text  # peaks were None in the source run
+
+
+def test_from_json_missing_file_is_an_argument_error(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--from-json", str(tmp_path / "none.json")])
+    assert exit_info.value.code == 2 and "--from-json: no such file" in capsys.readouterr().err

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import pathlib
 import sys
+import time
 
 import torch
 
@@ -63,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("swav-bench-results"),
                         help="folder for results.json, table.txt and the PNG plots")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--from-json", type=pathlib.Path, metavar="RESULTS_JSON",
+                        help="measure nothing: print the table and draw the plots of an earlier run's results.json")
     return parser
 
 
@@ -106,12 +110,17 @@ def _check_args(parser: argparse.ArgumentParser, args) -> torch.device:
 
 
 def _progress(cases):
-    """Cases with a progress bar on stderr (tqdm), or one line per case without tqdm."""
+    """Cases with a progress bar on stderr (tqdm), or one line per case where stderr is not a
+    terminal (a log file) or tqdm is not installed."""
     try:
         from tqdm import tqdm
     except ImportError:
+        tqdm = None
+    if tqdm is None or not sys.stderr.isatty():
+        start = time.perf_counter()
         for n, case in enumerate(cases, 1):
-            print(f"[{n}/{len(cases)}] {case.shape.name} {case.dtype} {case.op}", file=sys.stderr, flush=True)
+            print(f"[{n}/{len(cases)} {time.perf_counter() - start:6.0f} s] {case.shape.name} {case.dtype} {case.op}",
+                  file=sys.stderr, flush=True)
             yield case
         return
     bar = tqdm(cases, file=sys.stderr, unit="case", dynamic_ncols=True)
@@ -123,6 +132,10 @@ def _progress(cases):
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.from_json is not None:
+        if not args.from_json.is_file():
+            parser.error(f"--from-json: no such file {str(args.from_json)!r}")
+        return _from_json(args)
     device = _check_args(parser, args)
     threads, tf32 = torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32
     try:
@@ -167,34 +180,60 @@ def _run(parser: argparse.ArgumentParser, args, device: torch.device) -> int:
         records += case_records
         write_json(json_path, {**meta, "complete": False}, records)  # a killed run keeps what it measured
 
-    notes = []
+    text, plots, notes = _report(meta, records, args.out, draw=not args.no_plots)
+    write_json(json_path, {**meta, "complete": True, "plots": plots, "notes": notes}, records)
+    print(text)
+    return 0
+
+
+def _notes(meta: dict, records: list[dict]) -> list[str]:
+    """What the table cannot say by itself: the compile backend, backends not run, missing figures."""
+    env, notes = meta["environment"], []
     if any(r["peer"] == "compiled" for r in records):
-        notes.append(f"compiled = the reference under torch.compile(fullgraph=True, backend={args.compile_backend!r})")
-    for dtype, status in backends.items():
+        notes.append("compiled = the reference under torch.compile(fullgraph=True, "
+                     f"backend={meta['settings']['compile_backend']!r})")
+    for dtype, status in meta["backends"].items():
         for name, reason in status.items():
             if reason is not None and name not in BUILTIN_PEERS:
                 notes.append(f"backend {name} not run for {dtype}: {reason}")
-    if device.type != "cuda":
-        notes.append(f"peak memory is not measured on {device.type} (n/a): the allocator keeps no peak statistics")
-    elif peaks is None:
+    device_type = torch.device(env["device"]).type
+    if device_type != "cuda":
+        notes.append(f"peak memory is not measured on {device_type} (n/a): the allocator keeps no peak statistics")
+    elif meta["peaks"] is None:
         notes.append(f"% of peak: {env['device_name']} is not in the table of known devices")
-    plots = []
-    if not args.no_plots:
+    return notes
+
+
+def _report(meta: dict, records: list[dict], out: pathlib.Path, draw: bool) -> tuple[str, list[str], list[str]]:
+    """(the text printed and saved as ``out/table.txt``, PNG names drawn into ``out``, notes)."""
+    notes, plots = _notes(meta, records), []
+    if draw:
         try:
             from .plots import plot_sweeps
         except ImportError as error:
             notes.append(f"plots not drawn ({error}); pip install 'swav-kernels[bench]'")
         else:
-            written, plot_notes = plot_sweeps(records, args.out)
+            written, plot_notes = plot_sweeps(records, out)
             plots = [p.name for p in written]
             notes += plot_notes
-    write_json(json_path, {**meta, "complete": True, "plots": plots, "notes": notes}, records)
-
+    env = meta["environment"]
     text = "\n".join([format_table(display_order(records)), "", *target_lines(records), *notes,
                       f"device: {env['device_name']}; torch {env['torch']}; CUDA {env['cuda']}; "
                       f"triton {env['triton']}; {env['date']}",
-                      f"written: {json_path}" + "".join(f", {args.out / p}" for p in plots)])
-    (args.out / "table.txt").write_text(text + "\n")
+                      f"written: {out / 'results.json'}" + "".join(f", {out / p}" for p in plots)])
+    (out / "table.txt").write_text(text + "\n")
+    return text, plots, notes
+
+
+def _from_json(args) -> int:
+    """``--from-json``: the table and plots of a finished run, e.g. one measured on a GPU
+    machine without matplotlib, drawn here into ``--out``."""
+    data = json.loads(args.from_json.read_text())
+    records = data.pop("results")
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.out.resolve() != args.from_json.parent.resolve():
+        write_json(args.out / "results.json", data, records)
+    text, _, _ = _report(data, records, args.out, draw=not args.no_plots)
     print(text)
     return 0
 
