@@ -5,6 +5,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -26,3 +28,10 @@ def test_benchmark_suite_quick_subset(tmp_path):
         assert extra["device"] == "cpu" and extra["peak_bytes"] is None
         assert (extra["flops"] is None) == ("-sinkhorn-" in b["name"])
         assert b["stats"]["rounds"] == 3 and b["stats"]["median"] > 0
+
+
+def test_plain_pytest_does_not_collect_the_benchmarks():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert config["testpaths"] == ["tests"]
+    assert not list((ROOT / "tests").glob("**/test_swav_benchmarks.py"))

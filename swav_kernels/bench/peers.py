@@ -57,21 +57,20 @@ def _lse_passes(lse_fn: Callable[[], torch.Tensor], problem: Problem) -> Passes:
     return {"fwd": forward, "fwd+bwd": forward_backward}
 
 
-def reference_loss(problem: Problem, backend: str = "reference") -> torch.Tensor:
-    """The loss of ``problem`` through the public API with ``backend`` (no finiteness check)."""
+def api_loss(problem: Problem, z, c, queue, backend: str = "reference") -> torch.Tensor:
+    """The loss of embeddings ``z`` and prototypes ``c`` (and ``queue``) with ``problem``'s
+    hyper-parameters, through the public API with ``backend`` (no finiteness check: no sync)."""
     shape = problem.shape
     return swav_loss(
-        problem.embeddings, problem.prototypes, nmb_crops=list(shape.nmb_crops),
-        crops_for_assign=shape.crops_for_assign, temperature=problem.temperature,
-        epsilon=problem.epsilon, sinkhorn_iterations=problem.sinkhorn_iterations,
-        queue=problem.queue, backend=backend, check_finite_inputs=False,
+        z, c, nmb_crops=list(shape.nmb_crops), crops_for_assign=shape.crops_for_assign,
+        temperature=problem.temperature, epsilon=problem.epsilon,
+        sinkhorn_iterations=problem.sinkhorn_iterations, queue=queue, backend=backend, check_finite_inputs=False,
     )
 
 
-def reference_sinkhorn(problem: Problem, backend: str = "reference") -> torch.Tensor:
-    """Codes ``(|A|, L+B, K)`` of ``problem.sinkhorn_scores`` through the public API."""
-    return sinkhorn(problem.sinkhorn_scores, problem.epsilon, problem.sinkhorn_iterations,
-                    backend=backend, check_finite_inputs=False)
+def api_sinkhorn(problem: Problem, x, backend: str = "reference") -> torch.Tensor:
+    """Codes ``(|A|, L+B, K)`` of the Sinkhorn scores ``x`` through the public API with ``backend``."""
+    return sinkhorn(x, problem.epsilon, problem.sinkhorn_iterations, backend=backend, check_finite_inputs=False)
 
 
 def reference_scores_logsumexp(z: torch.Tensor, c: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -94,11 +93,11 @@ class ReferencePeer(Peer):
     name = "reference"
 
     def functions(self, op, problem):
-        if op == "loss":
-            return _loss_passes(lambda: reference_loss(problem), problem)
-        if op == "sinkhorn":
-            return {"fwd": lambda: (reference_sinkhorn(problem),)}
         z, c = problem.embeddings, problem.prototypes
+        if op == "loss":
+            return _loss_passes(lambda: api_loss(problem, z, c, problem.queue), problem)
+        if op == "sinkhorn":
+            return {"fwd": lambda: (api_sinkhorn(problem, problem.sinkhorn_scores),)}
         return _lse_passes(lambda: reference_scores_logsumexp(z, c, problem.temperature), problem)
 
 
@@ -115,25 +114,14 @@ class CompiledReferencePeer(Peer):
         return torch.compile(fn, fullgraph=True, backend=self.compile_backend)
 
     def functions(self, op, problem):
-        shape = problem.shape
+        z, c = problem.embeddings, problem.prototypes
         if op == "loss":
-            def loss(z, c, queue):
-                return swav_loss(z, c, nmb_crops=list(shape.nmb_crops), crops_for_assign=shape.crops_for_assign,
-                                 temperature=problem.temperature, epsilon=problem.epsilon,
-                                 sinkhorn_iterations=problem.sinkhorn_iterations, queue=queue,
-                                 backend="reference", check_finite_inputs=False)
-
-            compiled = self._compile(loss)
-            return _loss_passes(lambda: compiled(problem.embeddings, problem.prototypes, problem.queue), problem)
+            compiled = self._compile(lambda z, c, queue: api_loss(problem, z, c, queue))
+            return _loss_passes(lambda: compiled(z, c, problem.queue), problem)
         if op == "sinkhorn":
-            def codes(x):
-                return sinkhorn(x, problem.epsilon, problem.sinkhorn_iterations, backend="reference",
-                                check_finite_inputs=False)
-
-            compiled = self._compile(codes)
+            compiled = self._compile(lambda x: api_sinkhorn(problem, x))
             return {"fwd": lambda: (compiled(problem.sinkhorn_scores),)}
         compiled = self._compile(reference_scores_logsumexp)
-        z, c = problem.embeddings, problem.prototypes
         return _lse_passes(lambda: compiled(z, c, problem.temperature), problem)
 
 
@@ -163,9 +151,10 @@ class KernelPeer(Peer):
 
     def functions(self, op, problem):
         if op == "loss":
-            return _loss_passes(lambda: reference_loss(problem, backend=self.name), problem)
+            return _loss_passes(lambda: api_loss(problem, problem.embeddings, problem.prototypes, problem.queue,
+                                                 backend=self.name), problem)
         if op == "sinkhorn":
-            return {"fwd": lambda: (reference_sinkhorn(problem, backend=self.name),)}
+            return {"fwd": lambda: (api_sinkhorn(problem, problem.sinkhorn_scores, backend=self.name),)}
         z, c = problem.embeddings.detach(), problem.prototypes.detach()
         kernels = getattr(resolve_backend(self.name, z.device, z.dtype), "kernels", None)
         if kernels is None:

@@ -20,18 +20,22 @@ def plot_sweeps(records: list[dict], out_dir: pathlib.Path) -> tuple[list[pathli
         if not ok:
             notes.append(f"no {sweep} sweep measured: nothing to plot against {x_label}")
             continue
-        panels = sorted({(r["dtype"], r["pass"]) for r in ok})
+        dtypes = sorted({r["dtype"] for r in ok})
+        passes = sorted({r["pass"] for r in ok})
+        peers = sorted({r["peer"] for r in ok})  # one colour per peer in every panel
         for metric, (y_key, y_scale, y_label) in METRICS.items():
             if all(r[y_key] is None for r in ok):
                 notes.append(f"{metric} vs {sweep}: not drawn ({y_label.split(' (')[0]} not measured on this device)")
                 continue
-            fig = Figure(figsize=(5.5 * len(panels), 4.2), layout="constrained")
-            axes = fig.subplots(1, len(panels), squeeze=False)[0]
-            for ax, (dtype, pass_) in zip(axes, panels):
+            fig = Figure(figsize=(5.5 * len(passes), 4.2 * len(dtypes)), layout="constrained")
+            grid = fig.subplots(len(dtypes), len(passes), squeeze=False)
+            for (row, dtype), (col, pass_) in ((d, p) for d in enumerate(dtypes) for p in enumerate(passes)):
+                ax = grid[row][col]
                 panel = [r for r in ok if r["dtype"] == dtype and r["pass"] == pass_ and r[y_key] is not None]
-                for peer in sorted({r["peer"] for r in panel}):
+                for n, peer in enumerate(peers):
                     points = sorted((r[x_key], r[y_key] * y_scale) for r in panel if r["peer"] == peer)
-                    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=peer)
+                    if points:
+                        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=peer, color=f"C{n}")
                 ax.set_xscale("log", base=2)
                 ax.set_yscale("log")
                 ax.set_xlabel(x_label)

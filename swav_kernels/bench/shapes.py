@@ -134,9 +134,11 @@ def plan_cases(shape_names, sweeps, ops, passes, dtypes, quick: bool = False) ->
 
 
 def display_order(records: list[dict]) -> list[dict]:
-    """Records grouped for reading: by shape (in order of first appearance), dtype, op, pass."""
-    first_seen: dict[str, int] = {}
+    """Records grouped for reading: by shape and dtype (in order of first appearance), op, pass."""
+    shapes: dict[str, int] = {}
+    dtypes: dict[str, int] = {}
     for r in records:
-        first_seen.setdefault(r["shape"], len(first_seen))
-    return sorted(records, key=lambda r: (first_seen[r["shape"]], r["dtype"], OPS.index(r["op"]),
+        shapes.setdefault(r["shape"], len(shapes))
+        dtypes.setdefault(r["dtype"], len(dtypes))
+    return sorted(records, key=lambda r: (shapes[r["shape"]], dtypes[r["dtype"]], OPS.index(r["op"]),
                                           PASSES.index(r["pass"])))
