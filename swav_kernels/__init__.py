@@ -9,6 +9,8 @@ from .loss import sinkhorn, swav_loss
 from .module import SwAVLoss
 from .registry import backend_names, backend_status, register_backend
 
+register_backend("cuda", "swav_kernels.cuda.backend:CudaBackend", auto_rank=1)
+
 __version__ = "0.1.0"
 
 __all__ = [
