@@ -7,8 +7,9 @@
 //   kSoftmaxOutput: P = exp(inv_tau·S − lse[query row]),  acc += P · K[:, slice];
 //   kPrototypeGrad: P = w[key]·exp(inv_tau·S − lse[key]), acc += P · K[:, slice].
 // The output modes are the second pass after kLogSumExp has produced the exact lse, so the
-// accumulator needs no rescaling. For fp16/bf16, P is rounded to the input type for the
-// tensor-core product (as in flash-attention); accumulation stays fp32.
+// accumulator needs no rescaling. For fp16/bf16 the tensor-core product takes P in the input
+// type: fp16 keeps 11 bits of P (enough); for bf16, P = P_hi + P_lo (two bf16 terms, two
+// products) keeps ~16 bits, since bf16's 8 bits alone cost ~0.3% of the result.
 // Each block writes its own partial (split, query row, ...) slot: no atomics.
 #pragma once
 
@@ -37,19 +38,21 @@ constexpr std::size_t max_bytes(std::size_t a, std::size_t b) { return a > b ? a
 template <typename T>
 struct TileLayout {
   static constexpr bool kTensorCores = !std::is_same<T, float>::value;
+  static constexpr bool kSplitProbs = std::is_same<T, __nv_bfloat16>::value;  // P as P_hi + P_lo
   static constexpr int kChunk = 32;  // dim columns per operand chunk
   static constexpr int kOperandLd = kTensorCores ? kChunk + 8 : kChunk + 1;
   static constexpr int kValueLd = kTensorCores ? kScoreTileSlice + 8 : kScoreTileSlice;
   static constexpr int kScoreLd = kScoreTileKeys + 4;
   static constexpr int kProbLd = kScoreTileKeys + 8;
 
-  // [operand chunks | value tile] (one region, used in turn) · scores (fp32) · P (T) · vectors
+  // [operand chunks | value tile] (one region, used in turn) · scores (fp32) · P (T) · P_lo (T) · vectors
   static constexpr std::size_t kOperandBytes = (kScoreTileRows + kScoreTileKeys) * kOperandLd * sizeof(T);
   static constexpr std::size_t kValueBytes = kScoreTileKeys * kValueLd * sizeof(T);
   static constexpr std::size_t kScoreOffset = round_up_bytes(max_bytes(kOperandBytes, kValueBytes));
   static constexpr std::size_t kProbOffset = kScoreOffset + round_up_bytes(kScoreTileRows * kScoreLd * sizeof(float));
-  static constexpr std::size_t kVectorOffset =
-      kProbOffset + (kTensorCores ? round_up_bytes(kScoreTileRows * kProbLd * sizeof(T)) : 0);
+  static constexpr std::size_t kProbBytes = kTensorCores ? round_up_bytes(kScoreTileRows * kProbLd * sizeof(T)) : 0;
+  static constexpr std::size_t kProbLoOffset = kProbOffset + kProbBytes;
+  static constexpr std::size_t kVectorOffset = kProbLoOffset + (kSplitProbs ? kProbBytes : 0);
   static constexpr std::size_t kBytes = kVectorOffset + (kScoreTileRows + 2 * kScoreTileKeys) * sizeof(float);
   static_assert(kBytes <= 48 * 1024, "static shared memory is limited to 48 KiB");
   static_assert(kScoreLd >= kScoreTileSlice, "the output tile is staged in the score buffer");
@@ -169,18 +172,22 @@ struct ValueAccumulator<T, true> {
     nvcuda::wmma::fill_fragment(acc[1], 0.f);
   }
 
-  // acc += P (rows × keys, T, ld kProbLd) · V (keys × slice, T, ld kValueLd); same warp layout as the scores.
-  __device__ __forceinline__ void add_product(const T* probs, const float* /*unused*/, const T* values) {
+  // acc += P (rows × keys, T, ld kProbLd) · V (keys × slice, T, ld kValueLd), plus P_lo · V when
+  // L::kSplitProbs; same warp layout as the scores.
+  __device__ __forceinline__ void add_product(const T* probs, const T* probs_lo, const float* /*unused*/,
+                                              const T* values) {
     namespace wmma = nvcuda::wmma;
     const int warp = threadIdx.x / 32, tile_row = warp / 2, tile_col = (warp % 2) * 2;
 #pragma unroll
     for (int kk = 0; kk < kScoreTileKeys; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a, a_lo;
       wmma::load_matrix_sync(a, probs + tile_row * 16 * L::kProbLd + kk, L::kProbLd);
+      if constexpr (L::kSplitProbs) wmma::load_matrix_sync(a_lo, probs_lo + tile_row * 16 * L::kProbLd + kk, L::kProbLd);
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
         wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
         wmma::load_matrix_sync(b, values + kk * L::kValueLd + (tile_col + j) * 16, L::kValueLd);
+        if constexpr (L::kSplitProbs) wmma::mma_sync(acc[j], a_lo, b, acc[j]);
         wmma::mma_sync(acc[j], a, b, acc[j]);
       }
     }
@@ -220,7 +227,8 @@ struct ValueAccumulator<T, false> {
   }
 
   // acc += P (rows × keys, fp32 in the score buffer, ld kScoreLd) · V (keys × slice, ld kValueLd).
-  __device__ __forceinline__ void add_product(const T* /*unused*/, const float* probs, const T* values) {
+  __device__ __forceinline__ void add_product(const T* /*unused*/, const T* /*unused*/, const float* probs,
+                                              const T* values) {
     const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
 #pragma unroll 4
     for (int n = 0; n < kScoreTileKeys; ++n) {
@@ -260,7 +268,8 @@ __global__ void __launch_bounds__(kTileThreads) score_tile_kernel(TileArgs args)
   T* key_chunk = query_chunk + kScoreTileRows * L::kOperandLd;
   T* values = reinterpret_cast<T*>(smem);  // reuses the operand chunks once the scores are done
   float* scores = reinterpret_cast<float*>(smem + L::kScoreOffset);
-  T* probs = reinterpret_cast<T*>(smem + L::kProbOffset);  // tensor-core path only
+  T* probs = reinterpret_cast<T*>(smem + L::kProbOffset);       // tensor-core path only
+  T* probs_lo = reinterpret_cast<T*>(smem + L::kProbLoOffset);  // bf16 only
   float* row_lse = reinterpret_cast<float*>(smem + L::kVectorOffset);
   float* key_lse = row_lse + kScoreTileRows;
   float* key_weight = key_lse + kScoreTileKeys;
@@ -309,7 +318,9 @@ __global__ void __launch_bounds__(kTileThreads) score_tile_kernel(TileArgs args)
           }
         }
         if constexpr (L::kTensorCores) {
-          probs[r * L::kProbLd + n] = from_float<T>(p);
+          const T high = from_float<T>(p);
+          probs[r * L::kProbLd + n] = high;
+          if constexpr (L::kSplitProbs) probs_lo[r * L::kProbLd + n] = from_float<T>(p - to_float(high));
         } else {
           scores[r * L::kScoreLd + n] = p;  // in place: each element is read and written by one thread
         }
@@ -317,7 +328,7 @@ __global__ void __launch_bounds__(kTileThreads) score_tile_kernel(TileArgs args)
       load_tile(values, L::kValueLd, static_cast<const T*>(args.keys), args.key_stride, key0, key_end, col0,
                 args.dim, kScoreTileKeys, kScoreTileSlice);
       __syncthreads();
-      output.add_product(probs, scores, values);
+      output.add_product(probs, probs_lo, scores, values);
     }
   }
 

@@ -15,9 +15,10 @@ import torch
 KERNEL_DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 
 
-def check_input(name: str, value, ndim: int, dtype: torch.dtype | None = None, like: torch.Tensor | None = None):
-    """A contiguous CUDA tensor of rank ``ndim``, of ``dtype`` (default: any kernel dtype),
-    on the device of ``like`` when given."""
+def check_input(name: str, value, ndim: int, dtype: torch.dtype | None = None, like: torch.Tensor | None = None,
+                device_type: str = "cuda"):
+    """A contiguous tensor on a ``device_type`` device, of rank ``ndim``, of ``dtype``
+    (default: any kernel dtype), on the device of ``like`` when given."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if dtype is None and value.dtype not in KERNEL_DTYPES:
@@ -28,8 +29,8 @@ def check_input(name: str, value, ndim: int, dtype: torch.dtype | None = None, l
         raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(value.shape)}")
     if not value.is_contiguous():
         raise ValueError(f"{name} must be contiguous (call .contiguous()), got strides {value.stride()}")
-    if value.device.type != "cuda":
-        raise ValueError(f"{name} must be a CUDA tensor, got device {value.device}")
+    if value.device.type != device_type:
+        raise ValueError(f"{name} must be a {device_type.upper()} tensor, got device {value.device}")
     if like is not None and value.device != like.device:
         raise ValueError(f"{name} is on {value.device} but must be on {like.device} like the other inputs")
     return value

@@ -35,13 +35,28 @@ def _nonempty(name: str, value: torch.Tensor) -> None:
         raise ValueError(f"{name} must not be empty, got shape {tuple(value.shape)}")
 
 
-def _target_blocks(device: torch.device) -> int:
-    """Blocks a launch should offer to fill the GPU: two per multiprocessor."""
-    return 2 * multiprocessor_count(device.index if device.index is not None else torch.cuda.current_device())
-
-
 class CudaKernels:
     name = "cuda"
+    device_type = "cuda"  # the device of every tensor argument
+
+    # ---- where and how launches happen (the CPU emulation in tests/ replaces these) --------
+
+    def _extension(self):
+        return extension.extension()
+
+    def _launch_guard(self, device: torch.device):
+        """Context in which ``device`` is the current CUDA device."""
+        return torch.cuda.device(device)
+
+    def _stream(self, device: torch.device) -> int:
+        return stream_handle(device)
+
+    def _target_blocks(self, device: torch.device) -> int:
+        """Blocks a launch should offer to fill the GPU: two per multiprocessor."""
+        return 2 * multiprocessor_count(device.index if device.index is not None else torch.cuda.current_device())
+
+    def _input(self, name: str, value, ndim: int, dtype: torch.dtype | None = None, like=None) -> torch.Tensor:
+        return check_input(name, value, ndim, dtype, like, device_type=self.device_type)
 
     def unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
         device = torch.device(device)
@@ -66,24 +81,24 @@ class CudaKernels:
 
     def _rows_per_block(self, groups: int, rows: int, device: torch.device) -> int:
         """Sinkhorn rows per block: the largest of 64, 32, 16, 8 that still fills the GPU."""
-        rows_per_block = extension.extension().SINKHORN_MAX_ROWS_PER_BLOCK
-        while rows_per_block > 8 and groups * math.ceil(rows / rows_per_block) < _target_blocks(device):
+        rows_per_block = self._extension().SINKHORN_MAX_ROWS_PER_BLOCK
+        while rows_per_block > 8 and groups * math.ceil(rows / rows_per_block) < self._target_blocks(device):
             rows_per_block //= 2
         return rows_per_block
 
     def _key_splits(self, query_rows: int, key_rows: int, slices: int, device: torch.device) -> int:
         """Blocks sharing one query tile's reduction over the keys: enough to fill the GPU,
         each with at least two key tiles."""
-        ext = extension.extension()
+        ext = self._extension()
         blocks = math.ceil(query_rows / ext.SCORE_TILE_ROWS) * slices
-        wanted = math.ceil(_target_blocks(device) / blocks)
+        wanted = math.ceil(self._target_blocks(device) / blocks)
         most = math.ceil(key_rows / (2 * ext.SCORE_TILE_KEYS))
         return max(1, min(wanted, most, 65535))
 
     # ---- family 2: Sinkhorn ---------------------------------------------------------------
 
     def _check_sinkhorn_scores(self, x) -> torch.Tensor:
-        x = check_input("x", x, 3)
+        x = self._input("x", x, 3)
         _nonempty("x", x)
         return x
 
@@ -92,15 +107,15 @@ class CudaKernels:
         x = self._check_sinkhorn_scores(x)
         inv_eps = check_finite_float("inv_eps", inv_eps, positive=True)
         groups, rows, cols = x.shape
-        ext = extension.extension()
+        ext = self._extension()
         rows_per_block = self._rows_per_block(groups, rows, x.device)
         col_max = torch.empty((groups, cols), device=x.device, **_F32)
         col_sum = torch.empty((groups, cols), device=x.device, **_F32)
         scratch = workspace(ext.sinkhorn_column_init_workspace(groups, rows, cols, rows_per_block), x.device)
-        with torch.cuda.device(x.device):
+        with self._launch_guard(x.device):
             ext.sinkhorn_column_init(
                 x.data_ptr(), groups, rows, cols, rows * cols, cols, KERNEL_DTYPES[x.dtype], inv_eps, rows_per_block,
-                col_max.data_ptr(), col_sum.data_ptr(), scratch.data_ptr(), scratch.numel(), stream_handle(x.device),
+                col_max.data_ptr(), col_sum.data_ptr(), scratch.data_ptr(), scratch.numel(), self._stream(x.device),
             )
         return col_max, col_sum
 
@@ -111,7 +126,7 @@ class CudaKernels:
         codes (G, N − codes_from_row, K) or (G, 0, K)), float32; see the contract."""
         x = self._check_sinkhorn_scores(x)
         groups, rows, cols = x.shape
-        col_potential = check_input("col_potential", col_potential, 2, torch.float32, like=x)
+        col_potential = self._input("col_potential", col_potential, 2, torch.float32, like=x)
         check_shape("col_potential", col_potential, (groups, cols))
         inv_eps = check_finite_float("inv_eps", inv_eps, positive=True)
         log_rows_total = check_finite_float("log_rows_total", log_rows_total)
@@ -124,25 +139,25 @@ class CudaKernels:
         codes = torch.empty((groups, code_rows, cols), device=x.device, **_F32)
         if not want_column_sums and code_rows == 0:
             return column_sums, codes
-        ext = extension.extension()
+        ext = self._extension()
         rows_per_block = self._rows_per_block(groups, rows, x.device)
         scratch = workspace(
             ext.sinkhorn_row_step_workspace(groups, rows, cols, rows_per_block, want_column_sums), x.device
         )
-        with torch.cuda.device(x.device):
+        with self._launch_guard(x.device):
             ext.sinkhorn_row_step(
                 x.data_ptr(), groups, rows, cols, rows * cols, cols, KERNEL_DTYPES[x.dtype], inv_eps,
                 col_potential.data_ptr(), log_rows_total, bool(normalize_rows), rows_per_block,
                 column_sums.data_ptr() if want_column_sums else 0, codes.data_ptr() if code_rows else 0,
-                codes_from_row if code_rows else 0, scratch.data_ptr(), scratch.numel(), stream_handle(x.device),
+                codes_from_row if code_rows else 0, scratch.data_ptr(), scratch.numel(), self._stream(x.device),
             )
         return column_sums, codes
 
     # ---- family 1: prototype scoring + temperature softmax --------------------------------
 
     def _check_operands(self, z, c) -> tuple[torch.Tensor, torch.Tensor]:
-        z = check_input("z", z, 2)
-        c = check_input("c", c, 2, like=z)
+        z = self._input("z", z, 2)
+        c = self._input("c", c, 2, like=z)
         check_same_dtype("c", c, "z", z)
         if c.shape[1] != z.shape[1]:
             raise ValueError(f"c must have shape (K, D={z.shape[1]}) to match z, got {tuple(c.shape)}")
@@ -157,16 +172,16 @@ class CudaKernels:
         inv_tau = check_finite_float("inv_tau", inv_tau, positive=True)
         (rows, dim), prototypes = z.shape, c.shape[0]
         with_output = bool(with_output)
-        ext = extension.extension()
+        ext = self._extension()
         splits = self._key_splits(rows, prototypes, 1, z.device)
         lse = torch.empty(rows, device=z.device, **_F32)
         out = torch.empty((rows if with_output else 0, dim), device=z.device, **_F32)
         scratch = workspace(ext.scores_logsumexp_workspace(rows, dim, splits, with_output), z.device)
-        with torch.cuda.device(z.device):
+        with self._launch_guard(z.device):
             ext.scores_logsumexp(
                 z.data_ptr(), c.data_ptr(), rows, prototypes, dim, dim, dim, KERNEL_DTYPES[z.dtype], inv_tau,
                 lse.data_ptr(), out.data_ptr() if with_output else 0, splits, scratch.data_ptr(), scratch.numel(),
-                stream_handle(z.device),
+                self._stream(z.device),
             )
         return lse, out
 
@@ -175,28 +190,28 @@ class CudaKernels:
         """z (M, D), c (K, D), lse and row_weight (M,) float32 → (K, D) float32; see the contract."""
         z, c = self._check_operands(z, c)
         (rows, dim), prototypes = z.shape, c.shape[0]
-        lse = check_input("lse", lse, 1, torch.float32, like=z)
+        lse = self._input("lse", lse, 1, torch.float32, like=z)
         check_shape("lse", lse, (rows,))
-        row_weight = check_input("row_weight", row_weight, 1, torch.float32, like=z)
+        row_weight = self._input("row_weight", row_weight, 1, torch.float32, like=z)
         check_shape("row_weight", row_weight, (rows,))
         inv_tau = check_finite_float("inv_tau", inv_tau, positive=True)
-        ext = extension.extension()
+        ext = self._extension()
         splits = self._key_splits(prototypes, rows, math.ceil(dim / ext.SCORE_TILE_SLICE), z.device)
         grad = torch.empty((prototypes, dim), device=z.device, **_F32)
         scratch = workspace(ext.softmax_prototype_grad_workspace(prototypes, dim, splits), z.device)
-        with torch.cuda.device(z.device):
+        with self._launch_guard(z.device):
             ext.softmax_prototype_grad(
                 z.data_ptr(), c.data_ptr(), lse.data_ptr(), row_weight.data_ptr(), rows, prototypes, dim, dim, dim,
                 KERNEL_DTYPES[z.dtype], inv_tau, grad.data_ptr(), splits, scratch.data_ptr(), scratch.numel(),
-                stream_handle(z.device),
+                self._stream(z.device),
             )
         return grad
 
     # ---- family 3: multi-crop cross-entropy on given scores -------------------------------
 
     def _check_scores_and_codes(self, s, codes, crops_for_assign) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        s = check_input("s", s, 2)
-        codes = check_input("codes", codes, 3, torch.float32, like=s)
+        s = self._input("s", s, 2)
+        codes = self._input("codes", codes, 3, torch.float32, like=s)
         _nonempty("s", s)
         _nonempty("codes", codes)
         n_assign, batch, prototypes = codes.shape
@@ -220,10 +235,10 @@ class CudaKernels:
         rows, cols = s.shape
         lse = torch.empty(rows, device=s.device, **_F32)
         cross = torch.empty(rows, device=s.device, **_F32)
-        with torch.cuda.device(s.device):
-            extension.extension().scores_cross_entropy_forward(
+        with self._launch_guard(s.device):
+            self._extension().scores_cross_entropy_forward(
                 s.data_ptr(), codes.data_ptr(), rows, cols, cols, codes.shape[1], crops, KERNEL_DTYPES[s.dtype],
-                inv_tau, lse.data_ptr(), cross.data_ptr(), stream_handle(s.device),
+                inv_tau, lse.data_ptr(), cross.data_ptr(), self._stream(s.device),
             )
         return lse, cross
 
@@ -233,16 +248,16 @@ class CudaKernels:
         """∂s (V·B, K) in the dtype of s; ``scale`` a one-element float32 CUDA tensor; see the contract."""
         s, codes, crops = self._check_scores_and_codes(s, codes, crops_for_assign)
         rows, cols = s.shape
-        lse = check_input("lse", lse, 1, torch.float32, like=s)
+        lse = self._input("lse", lse, 1, torch.float32, like=s)
         check_shape("lse", lse, (rows,))
         if not isinstance(scale, torch.Tensor) or scale.numel() != 1:
             raise TypeError(f"scale must be a one-element torch.Tensor, got {scale!r}")
-        scale = check_input("scale", scale.reshape(()), 0, torch.float32, like=s)
+        scale = self._input("scale", scale.reshape(()), 0, torch.float32, like=s)
         inv_tau = check_finite_float("inv_tau", inv_tau, positive=True)
         grad = torch.empty_like(s)
-        with torch.cuda.device(s.device):
-            extension.extension().scores_cross_entropy_backward(
+        with self._launch_guard(s.device):
+            self._extension().scores_cross_entropy_backward(
                 s.data_ptr(), codes.data_ptr(), lse.data_ptr(), scale.data_ptr(), rows, cols, cols, codes.shape[1],
-                crops, KERNEL_DTYPES[s.dtype], inv_tau, grad.data_ptr(), stream_handle(s.device),
+                crops, KERNEL_DTYPES[s.dtype], inv_tau, grad.data_ptr(), self._stream(s.device),
             )
         return grad
