@@ -7,6 +7,7 @@ with emu.h force-included. Builds are cached by a hash of the inputs.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -35,10 +36,15 @@ def cuda_include_dir() -> Path | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
 def unavailable_reason() -> str | None:
     """None when this machine can build the emulation; else why not."""
     if shutil.which("g++") is None:
         return "g++ not found"
+    probe = subprocess.run(["g++", "-std=c++20", "-fsyntax-only", "-x", "c++", "-"], input="#include <barrier>\n",
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        return "g++ lacks C++20 <barrier> (needs GCC >= 11)"
     if cuda_include_dir() is None:
         return "CUDA headers (cuda_fp16.h) not found"
     try:
