@@ -12,6 +12,8 @@ from .triton.backend import TRITON_BACKEND
 
 register_backend("triton", lambda: TRITON_BACKEND, auto_rank=0)
 
+register_backend("cuda", "swav_kernels.cuda.backend:CudaBackend", auto_rank=1)
+
 __version__ = "0.1.0"
 
 __all__ = [
