@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything a session with a lent GPU should run, in two device calls (each < 10 min):
 #
-#   here:    git rev-parse HEAD > .gpu-commit          (the device copy has no .git)
+#   here:    git rev-parse HEAD > .gpu-commit   (the device copy has no .git; pass carry=[".gpu-commit"])
 #   call 1:  bash benchmarks/gpu_session.sh tests       build, whole suite on the GPU, sanitizers
 #   call 2:  bash benchmarks/gpu_session.sh bench       build, swav-bench on every DESIGN §5 shape
 #
