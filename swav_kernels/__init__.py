@@ -5,9 +5,14 @@
     loss = swav_loss(scores, nmb_crops=[2, 6])                # drop-in path
 """
 from .backend import Backend, LossSpec
-from .loss import sinkhorn, swav_loss
+from .loss import sinkhorn, swapped_prediction_loss, swav_loss
 from .module import SwAVLoss
 from .registry import backend_names, backend_status, register_backend
+from .triton.backend import TRITON_BACKEND
+
+register_backend("triton", lambda: TRITON_BACKEND, auto_rank=0)
+
+register_backend("cuda", "swav_kernels.cuda.backend:CudaBackend", auto_rank=1)
 
 __version__ = "0.1.0"
 
@@ -19,6 +24,7 @@ __all__ = [
     "backend_status",
     "register_backend",
     "sinkhorn",
+    "swapped_prediction_loss",
     "swav_loss",
     "__version__",
 ]

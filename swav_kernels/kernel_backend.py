@@ -63,12 +63,19 @@ def kernel_sinkhorn(ops, scores: torch.Tensor, epsilon: float, iterations: int, 
 
 
 def _crop_layout(rows: int, codes: torch.Tensor, crops_for_assign):
-    """(V, B, |A|, per-crop count n_v as a float32 (V,) tensor) of a loss call."""
+    """(V, B, |A|, lse weights (V·B,) float32) of a loss call.
+
+    The weight of row (v, b) is the mass of the codes it is asked to predict,
+    ``Σ_{a: A[a]≠v} Σ_k q_a[b, k]``: since ``−Σ_k q log softmax(s/τ) = (Σ_k q)·lse(s/τ) − q·s/τ``,
+    it multiplies that row's log-sum-exp. It equals n_v = |{a : A[a] ≠ v}| when the codes'
+    rows sum to 1 (Sinkhorn iterations ≥ 1), but not for 0 iterations.
+    """
     n_assign, batch = codes.shape[0], codes.shape[1]
     n_crops = rows // batch
-    n_v = torch.full((n_crops,), float(n_assign), device=codes.device)
-    n_v[list(crops_for_assign)] -= 1.0
-    return n_crops, batch, n_assign, n_v
+    mass = codes.sum(dim=2)  # (|A|, B)
+    weight = mass.sum(dim=0, keepdim=True).repeat(n_crops, 1)
+    weight[list(crops_for_assign)] -= mass
+    return n_crops, batch, n_assign, weight.view(-1)
 
 
 def _other_crops_sum(z: torch.Tensor, n_crops: int, batch: int, crops_for_assign) -> torch.Tensor:
@@ -110,12 +117,12 @@ def _register_ops(kernels: Kernels) -> SimpleNamespace:
     def embeddings_loss(z: torch.Tensor, c: torch.Tensor, codes: torch.Tensor, crops_for_assign: list[int],
                         inv_tau: float, with_output: bool
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        n_crops, batch, n_assign, n_v = _crop_layout(z.shape[0], codes, crops_for_assign)
+        n_crops, batch, n_assign, row_weight = _crop_layout(z.shape[0], codes, crops_for_assign)
         lse, out = kernels.scores_logsumexp(z, c, inv_tau, with_output)
         projected = torch.matmul(codes, c.float())  # W_a = q_a C, (|A|, B, D)
         others = _other_crops_sum(z, n_crops, batch, crops_for_assign)
-        # loss = [Σ_v n_v Σ_b lse_v[b] − (1/τ) Σ_a Σ_b W_a[b]·Σ_{v≠A[a]} z_v[b]] / (|A|(V−1)B)
-        total = (n_v[:, None] * lse.view(n_crops, batch)).sum() - inv_tau * (projected * others).sum()
+        # loss = [Σ_{v,b} w_vb lse_v[b] − (1/τ) Σ_a Σ_b W_a[b]·Σ_{v≠A[a]} z_v[b]] / (|A|(V−1)B)
+        total = (row_weight * lse).sum() - inv_tau * (projected * others).sum()
         loss = total / (n_assign * (n_crops - 1) * batch)
         return loss, lse, out, projected
 
@@ -130,15 +137,14 @@ def _register_ops(kernels: Kernels) -> SimpleNamespace:
     def embeddings_loss_backward(grad: torch.Tensor, z: torch.Tensor, c: torch.Tensor, codes: torch.Tensor,
                                  lse: torch.Tensor, out: torch.Tensor, projected: torch.Tensor,
                                  crops_for_assign: list[int], inv_tau: float) -> tuple[torch.Tensor, torch.Tensor]:
-        n_crops, batch, n_assign, n_v = _crop_layout(z.shape[0], codes, crops_for_assign)
+        n_crops, batch, n_assign, row_weight = _crop_layout(z.shape[0], codes, crops_for_assign)
         coef = grad.float() * inv_tau / (n_assign * (n_crops - 1) * batch)
-        n_rows = n_v.repeat_interleave(batch)
-        # ∂Z_v = coef · (n_v O_v − Σ_{a: A[a]≠v} W_a)
+        # ∂Z_v = coef · (w_v O_v − Σ_{a: A[a]≠v} W_a)
         projected_others = projected.sum(dim=0, keepdim=True).repeat(n_crops, 1, 1)
         projected_others[list(crops_for_assign)] -= projected
-        grad_z = coef * (n_rows[:, None] * out - projected_others.view_as(out))
-        # ∂C = coef · (Σ_rows n_v P z − Σ_a q_aᵀ Σ_{v≠A[a]} z_v)
-        softmax_part = kernels.softmax_prototype_grad(z, c, lse, n_rows, inv_tau)
+        grad_z = coef * (row_weight[:, None] * out - projected_others.view_as(out))
+        # ∂C = coef · (Σ_rows w P z − Σ_a q_aᵀ Σ_{v≠A[a]} z_v)
+        softmax_part = kernels.softmax_prototype_grad(z, c, lse, row_weight, inv_tau)
         others = _other_crops_sum(z, n_crops, batch, crops_for_assign)
         code_part = torch.einsum("abk,abd->kd", codes, others)
         grad_c = coef * (softmax_part - code_part)
@@ -168,9 +174,9 @@ def _register_ops(kernels: Kernels) -> SimpleNamespace:
     @lib.custom_op(prefix + "scores_loss", mutates_args=())
     def scores_loss(s: torch.Tensor, codes: torch.Tensor, crops_for_assign: list[int],
                     inv_tau: float) -> tuple[torch.Tensor, torch.Tensor]:
-        n_crops, batch, n_assign, n_v = _crop_layout(s.shape[0], codes, crops_for_assign)
+        n_crops, batch, n_assign, row_weight = _crop_layout(s.shape[0], codes, crops_for_assign)
         lse, cross = kernels.scores_cross_entropy_forward(s, codes, crops_for_assign, inv_tau)
-        total = (n_v[:, None] * lse.view(n_crops, batch)).sum() - inv_tau * cross.sum()
+        total = (row_weight * lse).sum() - inv_tau * cross.sum()
         return total / (n_assign * (n_crops - 1) * batch), lse
 
     @scores_loss.register_fake
@@ -180,9 +186,9 @@ def _register_ops(kernels: Kernels) -> SimpleNamespace:
     @lib.custom_op(prefix + "scores_loss_backward", mutates_args=())
     def scores_loss_backward(grad: torch.Tensor, s: torch.Tensor, codes: torch.Tensor, lse: torch.Tensor,
                              crops_for_assign: list[int], inv_tau: float) -> torch.Tensor:
-        n_crops, batch, n_assign, _ = _crop_layout(s.shape[0], codes, crops_for_assign)
+        n_crops, batch, n_assign, row_weight = _crop_layout(s.shape[0], codes, crops_for_assign)
         scale = grad.float() * inv_tau / (n_assign * (n_crops - 1) * batch)
-        return kernels.scores_cross_entropy_backward(s, codes, lse, crops_for_assign, inv_tau, scale)
+        return kernels.scores_cross_entropy_backward(s, codes, lse, row_weight, crops_for_assign, inv_tau, scale)
 
     @scores_loss_backward.register_fake
     def _(grad, s, codes, lse, crops_for_assign, inv_tau):

@@ -85,10 +85,12 @@ class Kernels(Protocol):
         s: torch.Tensor,
         codes: torch.Tensor,
         lse: torch.Tensor,
+        row_weight: torch.Tensor,
         crops_for_assign: Sequence[int],
         inv_tau: float,
         scale: torch.Tensor,
     ) -> torch.Tensor:
-        """``∂s[v·B + b, k] = scale · (n_v · exp(inv_tau · s[v·B + b, k] − lse[v·B + b])
-        − Σ_{a: A[a] ≠ v} codes[a, b, k])`` with ``n_v = |{a : A[a] ≠ v}|`` and ``scale`` a 0-d
-        float32 tensor; returned in the dtype of ``s``."""
+        """``∂s[v·B + b, k] = scale · (row_weight[v·B + b] · exp(inv_tau · s[v·B + b, k] − lse[v·B + b])
+        − Σ_{a: A[a] ≠ v} codes[a, b, k])``, where ``row_weight (V·B,)`` float32 is the mass of the
+        codes row (v, b) predicts (n_v when code rows sum to 1) and ``scale`` a 0-d float32
+        tensor; returned in the dtype of ``s``."""

@@ -196,3 +196,44 @@ def sinkhorn(
     batched = scores if scores.dim() == 3 else scores.unsqueeze(0)
     codes = impl.sinkhorn(batched, epsilon, iterations, process_group)
     return codes if scores.dim() == 3 else codes.squeeze(0)
+
+
+def swapped_prediction_loss(
+    inputs: torch.Tensor | Sequence[torch.Tensor],
+    codes: torch.Tensor,
+    crops_for_assign: Sequence[int],
+    temperature: float = 0.1,
+    backend: str = "auto",
+    check_finite_inputs: bool = True,
+) -> torch.Tensor:
+    """DESIGN §1's swapped-prediction cross-entropy against codes computed elsewhere (hard
+    assignments, a trainer's own Sinkhorn).
+
+    Args:
+        inputs: crop-major scores ``(V·B, K)`` or a list of V per-crop ``(B, K)`` scores;
+            gradients flow into them.
+        codes: ``(|A|, B, K)`` codes of the assign crops, treated as constants.
+        crops_for_assign: the assign crops A, indices into the V crops.
+
+    Returns:
+        0-d loss, float32 for 16-bit scores, else the scores' dtype.
+    """
+    rows, _ = _crop_major_rows("inputs", inputs)
+    check_tensor("codes", codes, 3)
+    check_same_device("codes", codes, "inputs", rows)
+    batch = codes.shape[1]
+    if batch == 0 or rows.shape[0] % batch or codes.shape[2] != rows.shape[1]:
+        raise ValueError(
+            f"inputs {tuple(rows.shape)} must be V crops of the (B, K) shape of the codes {tuple(codes.shape[1:])}"
+        )
+    n_crops = check_n_crops(rows.shape[0] // batch)
+    # the loss reads neither epsilon nor the iteration count
+    spec = _spec(n_crops, crops_for_assign, temperature, 1.0, 0, None)
+    if codes.shape[0] != len(spec.crops_for_assign):
+        raise ValueError(
+            f"codes must hold one (B, K) block per assign crop ({len(spec.crops_for_assign)}), got {codes.shape[0]}"
+        )
+    if check_finite_inputs:
+        check_finite({"inputs": rows, "codes": codes})
+    impl = resolve_backend(backend, rows.device, rows.dtype)
+    return impl.loss_from_scores(rows, codes.detach(), spec)

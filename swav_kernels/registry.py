@@ -80,17 +80,18 @@ def resolve_backend(name: str, device: torch.device, dtype: torch.dtype) -> Back
         if reason is not None:
             raise RuntimeError(f"backend={name!r} cannot run {dtype} tensors on {device}: {reason}")
         return _INSTANCES[name]
-    reasons = []
-    for candidate in sorted(_AUTO_RANK, key=_AUTO_RANK.get):
-        reason = unavailable_reason(candidate, device, dtype)
-        if reason is None:
-            return _INSTANCES[candidate]
-        reasons.append(f"{candidate}: {reason}")
-    message = (
-        f"swav_kernels: no kernel backend applies to {dtype} tensors on {device.type}; "
-        "using the pure-PyTorch reference"
-        + (f" ({'; '.join(reasons)})" if reasons else "")
-    )
+    if device.type != "cuda":  # interpreters (TRITON_INTERPRET=1) run on CPU, but only on request
+        message = (f"swav_kernels: kernel backends run on CUDA tensors; using the pure-PyTorch reference "
+                   f"for {device.type} tensors")
+    else:
+        reasons = []
+        for candidate in sorted(_AUTO_RANK, key=_AUTO_RANK.get):
+            reason = unavailable_reason(candidate, device, dtype)
+            if reason is None:
+                return _INSTANCES[candidate]
+            reasons.append(f"{candidate}: {reason}")
+        message = (f"swav_kernels: no kernel backend applies to {dtype} tensors on {device}; using the "
+                   "pure-PyTorch reference" + (f" ({'; '.join(reasons)})" if reasons else ""))
     if message not in _WARNED:
         _WARNED.add(message)
         warnings.warn(message, RuntimeWarning, stacklevel=3)

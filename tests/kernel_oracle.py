@@ -55,11 +55,9 @@ class OracleKernels:
         cross = (self._code_sum(n_crops, codes, crops_for_assign).view_as(s) * s.float()).sum(dim=1)
         return lse, cross
 
-    def scores_cross_entropy_backward(self, s, codes, lse, crops_for_assign, inv_tau, scale):
+    def scores_cross_entropy_backward(self, s, codes, lse, row_weight, crops_for_assign, inv_tau, scale):
         batch = codes.shape[1]
         n_crops = s.shape[0] // batch
-        n_v = torch.full((n_crops,), float(codes.shape[0]))
-        n_v[list(crops_for_assign)] -= 1
         softmax = torch.exp(s.float() * inv_tau - lse[:, None])
-        grad = n_v.repeat_interleave(batch)[:, None] * softmax - self._code_sum(n_crops, codes, crops_for_assign).view_as(s)
+        grad = row_weight[:, None] * softmax - self._code_sum(n_crops, codes, crops_for_assign).view_as(s)
         return (scale * grad).to(s.dtype)

@@ -6,7 +6,7 @@ import torch
 
 import swav_kernels
 from problems import make_problem, rel_err
-from swav_kernels import Backend, reference as R, register_backend, sinkhorn, swav_loss
+from swav_kernels import Backend, reference as R, register_backend, sinkhorn, swapped_prediction_loss, swav_loss
 from transcription import sinkhorn_f64, swav_loss_f64
 
 KW = dict(temperature=0.1, epsilon=0.05, sinkhorn_iterations=3, backend="reference")
@@ -156,9 +156,7 @@ def test_loader_failure_is_reported_not_raised_at_import():
 
     register_backend("broken", "swav_kernels_no_such_module:Backend", auto_rank=0)
     try:
-        with pytest.warns(RuntimeWarning, match="broken: could not be loaded"):
-            registry._WARNED.clear()
-            swav_loss(torch.randn(4, 3), nmb_crops=2)
+        assert "ModuleNotFoundError" in swav_kernels.backend_status("cpu")["broken"]
         with pytest.raises(RuntimeError, match="ModuleNotFoundError"):
             swav_loss(torch.randn(4, 3), nmb_crops=2, backend="broken")
     finally:
@@ -172,3 +170,24 @@ def test_non_contiguous_inputs():
     wide = torch.zeros(p.scores.shape[0], 2 * p.scores.shape[1])
     wide[:, ::2] = p.scores
     assert torch.allclose(swav_loss(wide[:, ::2], nmb_crops=4, **KW), swav_loss(p.scores, nmb_crops=4, **KW))
+
+
+def test_swapped_prediction_loss_with_given_codes():
+    p = make_problem(n_crops=4, batch=3, prototypes=11, dim=5, crops_for_assign=(2, 0))
+    assign = p.scores.view(4, 3, -1)[[2, 0]]
+    codes = R.assignment_codes_reference(assign, None, 0.05, 3)
+    s = p.scores.clone().requires_grad_()
+    loss = swapped_prediction_loss(list(s.split(3)), codes, (2, 0), temperature=0.1, backend="reference")
+    expected = swav_loss(p.scores, nmb_crops=4, crops_for_assign=(2, 0), **KW)
+    assert torch.allclose(loss, expected)
+    loss.backward()
+    assert torch.isfinite(s.grad).all()
+    hard = torch.nn.functional.one_hot(codes.argmax(-1), 11).float()  # VISSL-style hard assignments
+    assert torch.allclose(swapped_prediction_loss(p.scores, hard, (2, 0), 0.1, backend="reference"),
+                          R.swapped_prediction_reference(p.scores, hard, 4, (2, 0), 0.1))
+    with pytest.raises(ValueError, match="codes must hold one"):
+        swapped_prediction_loss(p.scores, codes[:1], (2, 0), backend="reference")
+    with pytest.raises(ValueError, match=r"V crops of the \(B, K\) shape"):
+        swapped_prediction_loss(p.scores[:, :5], codes, (2, 0), backend="reference")
+    with pytest.raises(ValueError, match="crops_for_assign holds"):
+        swapped_prediction_loss(p.scores, codes, (2, 7), backend="reference")

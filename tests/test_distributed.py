@@ -1,4 +1,5 @@
 """Two gloo ranks equal one process holding the concatenated batch (DESIGN §5b)."""
+import pytest
 import torch
 import torch.distributed as dist
 
@@ -35,8 +36,11 @@ def rank_sinkhorn_uneven(rank, world_size, backend, iterations):
     return sinkhorn(rows, epsilon=0.05, iterations=iterations, process_group=dist.group.WORLD, backend=backend)
 
 
-def test_two_ranks_equal_one_process_on_concatenated_batch():
-    results = run_in_processes(rank_loss, WORLD, "reference")
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_two_ranks_equal_one_process_on_concatenated_batch(backend):
+    if backend == "triton":
+        pytest.importorskip("triton")
+    results = run_in_processes(rank_loss, WORLD, backend)
     p = full_problem()
     z = p.embeddings.clone().requires_grad_()
     c = p.prototypes.clone().requires_grad_()

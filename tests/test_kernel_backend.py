@@ -38,11 +38,13 @@ def test_sinkhorn_row_with_vanishing_mass():
     assert rel_err(codes, R.sinkhorn_reference(x.double(), 0.05, 3)) <= logit_tolerance(x, 0.05)
 
 
+@pytest.mark.parametrize("iterations", [0, 3])
 @pytest.mark.parametrize("queue", [0, 5])
 @pytest.mark.parametrize("crops_for_assign", [(0, 1), (2,), (3, 0)])
-def test_losses_and_gradients_equal_reference(queue, crops_for_assign):
+def test_losses_and_gradients_equal_reference(queue, crops_for_assign, iterations):
+    # 0 iterations: code rows do not sum to 1, so each lse is weighted by its codes' mass
     p = make_problem(n_crops=4, batch=3, prototypes=13, dim=6, queue=queue, crops_for_assign=crops_for_assign)
-    args = dict(nmb_crops=4, crops_for_assign=crops_for_assign, queue=p.queue, **KW)
+    args = dict(nmb_crops=4, crops_for_assign=crops_for_assign, queue=p.queue, sinkhorn_iterations=iterations, **KW)
     grads = {}
     for backend in ("oracle", "reference"):
         z = p.embeddings.clone().requires_grad_()

@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -14,6 +15,9 @@ namespace swav {
 enum class DType { kFloat32, kFloat16, kBFloat16 };
 
 DType parse_dtype(const std::string& name, const char* argument);
+
+// Bytes per element of `type`.
+std::size_t element_size(DType type);
 
 inline cudaStream_t as_stream(std::uintptr_t handle) {
   return reinterpret_cast<cudaStream_t>(handle);
@@ -28,5 +32,16 @@ struct ArgumentError : std::invalid_argument {
 };
 
 void require(bool condition, const std::string& message);
+
+// `pointer` must be a non-null device address aligned to `alignment` bytes.
+void require_pointer(std::uintptr_t pointer, const char* name, std::size_t alignment);
+
+// `value` must lie in [low, high]; the message names the argument and the range.
+void require_range(int64_t value, const char* name, int64_t low, int64_t high);
+
+// `workspace` must be a float32 buffer of at least `needed` elements (null when none is needed).
+void require_workspace(std::uintptr_t workspace, int64_t workspace_floats, int64_t needed);
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace swav

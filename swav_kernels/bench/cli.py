@@ -1,0 +1,245 @@
+"""``swav-bench`` (or ``python -m swav_kernels.bench``): time and memory of the SwAV loss.
+
+Runs the DESIGN §5 shapes and the K / rows / queue sweeps on every peer (reference eager,
+reference compiled, the plain user-style loss, each available kernel backend), prints one
+table, and writes ``results.json`` (every raw sample), ``table.txt`` and PNG plots.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import sys
+import time
+
+import torch
+
+from ..registry import backend_names, backend_status
+from .hardware import device_peaks
+from .peers import BUILTIN_PEERS
+from .report import environment, format_table, target_lines, write_json
+from .runner import Settings, run_cases
+from .shapes import NAMED_SHAPES, OPS, PASSES, QUICK_SHAPES, SWEEPS, display_order, plan_cases
+
+DTYPES = ("float32", "bfloat16", "float16")
+# (full, quick) defaults of the timing options
+TIMING_DEFAULTS = {"warmup_ms": (25.0, 5.0), "rep_ms": (100.0, 20.0), "min_samples": (5, 3), "max_samples": (200, 50)}
+
+
+def _peer_names() -> list[str]:
+    return list(BUILTIN_PEERS) + [n for n in backend_names() if n not in ("auto", *BUILTIN_PEERS)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="swav-bench",
+        description="Time and peak memory of the SwAV loss on every peer (reference eager and compiled, "
+                    "the plain user-style loss, each available kernel backend): one table, results.json, PNG plots.")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny shapes and short timings: the whole harness in well under a minute on a CPU")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--shapes", nargs="*", metavar="NAME", default=None,
+                        help=f"named shapes to run (default: all; full: {', '.join(NAMED_SHAPES)}; "
+                             f"quick: {', '.join(QUICK_SHAPES)})")
+    parser.add_argument("--sweeps", nargs="*", choices=SWEEPS, default=list(SWEEPS),
+                        help="sweeps to run, loss op only (default: all; none with an empty list)")
+    parser.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS), help="operations on the named shapes")
+    parser.add_argument("--passes", nargs="+", choices=PASSES, default=list(PASSES))
+    parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=["float32", "bfloat16"])
+    parser.add_argument("--peers", nargs="+", metavar="NAME", default=None,
+                        help=f"peers to run (default: every available one; known: {', '.join(_peer_names())})")
+    parser.add_argument("--compile-backend", default=None,
+                        help="torch.compile backend of the compiled peer (full: inductor; quick: aot_eager, which "
+                             "traces like inductor but generates no code, so the quick run takes seconds)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice; quick: 1, steadier on a busy CPU)")
+    parser.add_argument("--warmup-ms", type=float, help="warm-up time per measurement (full 25, quick 5)")
+    parser.add_argument("--rep-ms", type=float, help="sampling time per measurement (full 100, quick 20)")
+    parser.add_argument("--min-samples", type=int, help="samples per measurement at least (full 5, quick 3)")
+    parser.add_argument("--max-samples", type=int, help="samples per measurement at most (full 200, quick 50)")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="start no new case after this many seconds; the rest is recorded as skipped")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--score-scale", type=float, default=1.0,
+                        help="norm of the prototypes: scores lie in [-s, s] (s > 4.4 overflows exp(s/0.05))")
+    parser.add_argument("--allow-tf32", action="store_true", help="let float32 matmuls use TF32 tensor cores")
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("swav-bench-results"),
+                        help="folder for results.json, table.txt and the PNG plots")
+    parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--from-json", type=pathlib.Path, metavar="RESULTS_JSON",
+                        help="measure nothing: print the table and draw the plots of an earlier run's results.json")
+    return parser
+
+
+def _check_args(parser: argparse.ArgumentParser, args) -> torch.device:
+    named = QUICK_SHAPES if args.quick else NAMED_SHAPES
+    if args.shapes is None:
+        args.shapes = list(named)
+    unknown = [s for s in args.shapes if s not in named]
+    if unknown:
+        parser.error(f"--shapes: unknown {'quick ' if args.quick else ''}shape(s) {unknown}; choose from {list(named)}")
+    if args.peers is not None:
+        unknown = [p for p in args.peers if p not in _peer_names()]
+        if unknown:
+            parser.error(f"--peers: unknown peer(s) {unknown}; choose from {_peer_names()}")
+    if args.compile_backend is None:
+        args.compile_backend = "aot_eager" if args.quick else "inductor"
+    if args.threads is None and args.quick:
+        args.threads = 1
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
+    for name, (full, quick) in TIMING_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+    if args.warmup_ms < 0 or args.rep_ms < 0:
+        parser.error("--warmup-ms and --rep-ms must be >= 0")
+    if args.min_samples < 1 or args.max_samples < args.min_samples:
+        parser.error("--min-samples must be >= 1 and --max-samples >= --min-samples")
+    if args.budget_s is not None and args.budget_s <= 0:
+        parser.error("--budget-s must be > 0")
+    if not args.score_scale > 0:
+        parser.error("--score-scale must be > 0")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as error:
+        parser.error(f"--device: {error}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is visible to torch")
+    if device.type not in ("cpu", "cuda"):
+        parser.error(f"--device must be a cpu or cuda device, got {args.device!r}")
+    return device
+
+
+def _progress(cases):
+    """Cases with a progress bar on stderr (tqdm), or one line per case where stderr is not a
+    terminal (a log file) or tqdm is not installed."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        tqdm = None
+    if tqdm is None or not sys.stderr.isatty():
+        start = time.perf_counter()
+        for n, case in enumerate(cases, 1):
+            print(f"[{n}/{len(cases)} {time.perf_counter() - start:6.0f} s] {case.shape.name} {case.dtype} {case.op}",
+                  file=sys.stderr, flush=True)
+            yield case
+        return
+    bar = tqdm(cases, file=sys.stderr, unit="case", dynamic_ncols=True)
+    for case in bar:
+        bar.set_description(f"{case.shape.name} {case.dtype} {case.op}")
+        yield case
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.from_json is not None:
+        if not args.from_json.is_file():
+            parser.error(f"--from-json: no such file {str(args.from_json)!r}")
+        return _from_json(args)
+    device = _check_args(parser, args)
+    threads, tf32 = torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32
+    try:
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        if args.allow_tf32:
+            torch.backends.cuda.matmul.allow_tf32 = True
+        return _run(parser, args, device)
+    finally:  # main() may be called in-process (tests): leave torch as it was
+        torch.set_num_threads(threads)
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
+def _run(parser: argparse.ArgumentParser, args, device: torch.device) -> int:
+    cases = plan_cases(args.shapes, args.sweeps, args.ops, args.passes, args.dtypes, quick=args.quick)
+    if not cases:
+        parser.error("nothing to run: no shapes and no sweeps were chosen")
+
+    env = environment(device)
+    peaks = device_peaks(env["device_name"]) if device.type == "cuda" else None
+    settings = Settings(device=device, peers=tuple(args.peers) if args.peers else None,
+                        warmup_ms=args.warmup_ms, rep_ms=args.rep_ms, min_samples=args.min_samples,
+                        max_samples=args.max_samples, seed=args.seed, score_scale=args.score_scale,
+                        compile_backend=args.compile_backend, budget_s=args.budget_s, peaks=peaks,
+                        allow_tf32=torch.backends.cuda.matmul.allow_tf32)
+    backends = {dtype: backend_status(device, getattr(torch, dtype)) for dtype in args.dtypes}
+    meta = {
+        "environment": env,
+        "peaks": None if peaks is None else dataclasses.asdict(peaks),
+        "settings": {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()},
+        "backends": backends,
+        "cases": [{"shape": c.shape.name, "dtype": c.dtype, "op": c.op, "passes": list(c.passes),
+                   "sweeps": list(c.sweeps)} for c in cases],
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path = args.out / "results.json"
+    print(f"swav-bench: {len(cases)} cases on {env['device_name']} ({device}), torch {env['torch']}; "
+          f"writing {args.out}/", file=sys.stderr, flush=True)
+
+    records: list[dict] = []
+    for case_records in run_cases(_progress(cases), settings):
+        records += case_records
+        write_json(json_path, {**meta, "complete": False}, records)  # a killed run keeps what it measured
+
+    text, plots, notes = _report(meta, records, args.out, draw=not args.no_plots)
+    write_json(json_path, {**meta, "complete": True, "plots": plots, "notes": notes}, records)
+    print(text)
+    return 0
+
+
+def _notes(meta: dict, records: list[dict]) -> list[str]:
+    """What the table cannot say by itself: the compile backend, backends not run, missing figures."""
+    env, notes = meta["environment"], []
+    if any(r["peer"] == "compiled" for r in records):
+        notes.append("compiled = the reference under torch.compile(fullgraph=True, "
+                     f"backend={meta['settings']['compile_backend']!r})")
+    for dtype, status in meta["backends"].items():
+        for name, reason in status.items():
+            if reason is not None and name not in BUILTIN_PEERS:
+                notes.append(f"backend {name} not run for {dtype}: {reason}")
+    device_type = torch.device(env["device"]).type
+    if device_type != "cuda":
+        notes.append(f"peak memory is not measured on {device_type} (n/a): the allocator keeps no peak statistics")
+    elif meta["peaks"] is None:
+        notes.append(f"% of peak: {env['device_name']} is not in the table of known devices")
+    return notes
+
+
+def _report(meta: dict, records: list[dict], out: pathlib.Path, draw: bool) -> tuple[str, list[str], list[str]]:
+    """(the text printed and saved as ``out/table.txt``, PNG names drawn into ``out``, notes)."""
+    notes, plots = _notes(meta, records), []
+    if draw:
+        try:
+            from .plots import plot_sweeps
+        except ImportError as error:
+            notes.append(f"plots not drawn ({error}); pip install 'swav-kernels[bench]'")
+        else:
+            written, plot_notes = plot_sweeps(records, out)
+            plots = [p.name for p in written]
+            notes += plot_notes
+    env = meta["environment"]
+    text = "\n".join([format_table(display_order(records)), "", *target_lines(records), *notes,
+                      f"device: {env['device_name']}; torch {env['torch']}; CUDA {env['cuda']}; "
+                      f"triton {env['triton']}; {env['date']}",
+                      f"written: {out / 'results.json'}" + "".join(f", {out / p}" for p in plots)])
+    (out / "table.txt").write_text(text + "\n")
+    return text, plots, notes
+
+
+def _from_json(args) -> int:
+    """``--from-json``: the table and plots of a finished run, e.g. one measured on a GPU
+    machine without matplotlib, drawn here into ``--out``."""
+    data = json.loads(args.from_json.read_text())
+    records = data.pop("results")
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.out.resolve() != args.from_json.parent.resolve():
+        write_json(args.out / "results.json", data, records)
+    text, _, _ = _report(data, records, args.out, draw=not args.no_plots)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Run benchmark cases: every peer on every pass of a case, measured and compared.
+
+Each (case, pass, peer) gives one record (a flat dict, as written to the JSON). A peer that
+raises (out of memory, a compile error, …) or returns NaN/inf (the plain Sinkhorn's exp
+overflowing) is recorded with ``status="failed"`` and the reason; the run goes on.
+"""
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import torch
+
+from .hardware import DevicePeaks, matmul_flops, matmul_peak, sinkhorn_bytes
+from .peers import Unsupported, available_peer_names, make_peer
+from .problem import make_problem
+from .shapes import Case
+from .timing import cpu_samples, cuda_samples, first_call_ms, peak_memory_bytes
+
+
+@dataclass
+class Settings:
+    """How to measure: device, timing budget per sample set, problem scale, peers."""
+
+    device: torch.device
+    peers: tuple[str, ...] | None = None  # None: every available peer
+    warmup_ms: float = 25.0
+    rep_ms: float = 100.0
+    min_samples: int = 5
+    max_samples: int = 200
+    seed: int = 0
+    score_scale: float = 1.0
+    compile_backend: str = "inductor"
+    budget_s: float | None = None
+    peaks: DevicePeaks | None = None
+    allow_tf32: bool = False
+
+
+def rel_err(actual: tuple, expected: tuple) -> float:
+    """max over outputs of max|actual − expected| / max|expected| (in float64)."""
+    worst = 0.0
+    for a, e in zip(actual, expected):
+        a, e = a.detach().double(), e.detach().double()
+        scale = e.abs().max().item()
+        err = (a - e).abs().max().item()
+        worst = max(worst, err / scale if scale > 0 else err)
+    return worst
+
+
+def _short(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:300] if lines else ''}".rstrip(": ")
+
+
+def _release(device: torch.device, collect: bool = False) -> None:
+    """Give cached GPU memory back, so that each peer starts from the same allocator state;
+    ``collect`` also breaks reference cycles (a caught exception's traceback holds tensors).
+    gc.collect() takes ~0.5 s with dynamo loaded, so it runs once per case and after failures."""
+    if device.type == "cuda":
+        if collect:
+            gc.collect()
+        torch.cuda.empty_cache()
+
+
+def _base_record(case: Case, pass_: str, peer: str) -> dict:
+    shape = case.shape
+    return {
+        "shape": shape.name, "batch": shape.batch, "nmb_crops": list(shape.nmb_crops),
+        "n_crops": shape.n_crops, "rows": shape.rows, "prototypes": shape.prototypes, "dim": shape.dim,
+        "queue": shape.queue, "crops_for_assign": list(shape.crops_for_assign), "sweeps": list(case.sweeps),
+        "dtype": case.dtype, "op": case.op, "pass": pass_, "peer": peer, "status": "ok", "reason": None,
+        "first_call_ms": None, "samples_ms": [], "n_samples": 0, "median_ms": None, "iqr_ms": None,
+        "peak_bytes": None, "input_bytes": None, "memory_ratio_vs_reference": None,
+        "speedup_vs_reference": None, "speedup_vs_compiled": None, "max_rel_err_vs_reference": None,
+        "flops": None, "tflops": None, "bytes": None, "tbps": None, "pct_of_peak": None, "peak_kind": None,
+    }
+
+
+def _measure(fn, record: dict, reference_outputs, settings: Settings) -> tuple | None:
+    """Fill ``record`` with one peer's measurements of ``fn``; returns its first outputs."""
+    device = settings.device
+    try:
+        record["first_call_ms"], outputs = first_call_ms(fn, device)
+        if not all(bool(torch.isfinite(t).all()) for t in outputs):
+            raise FloatingPointError("non-finite output (NaN or inf)")
+        if reference_outputs is not None:
+            record["max_rel_err_vs_reference"] = rel_err(outputs, reference_outputs)
+        record["peak_bytes"] = peak_memory_bytes(fn, device)
+        if device.type == "cuda":
+            samples = cuda_samples(fn, device, settings.warmup_ms, settings.rep_ms,
+                                   settings.min_samples, settings.max_samples)
+        else:
+            samples = cpu_samples(fn, settings.warmup_ms, settings.rep_ms, settings.min_samples, settings.max_samples)
+    except Exception as error:  # out of memory, compile failure, unsupported input, ...
+        record.update(status="failed", reason=_short(error))
+    if record["status"] == "failed":  # outside the except block: the traceback is gone now
+        _release(device, collect=True)
+        return None
+    q1, median, q3 = torch.tensor(samples, dtype=torch.float64).quantile(
+        torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).tolist()  # linear interpolation, as numpy
+    record.update(samples_ms=samples, n_samples=len(samples), median_ms=median, iqr_ms=q3 - q1)
+    return outputs
+
+
+def _derive(records: list[dict], case: Case, settings: Settings) -> None:
+    """Speed-ups and memory ratios against the reference and compiled peers; throughput."""
+    dtype = getattr(torch, case.dtype)
+    by_peer = {r["peer"]: r for r in records if r["status"] == "ok"}
+    reference, compiled = by_peer.get("reference"), by_peer.get("compiled")
+    for r in by_peer.values():
+        if reference:
+            r["speedup_vs_reference"] = reference["median_ms"] / r["median_ms"]
+            if reference["peak_bytes"] and r["peak_bytes"] is not None:
+                r["memory_ratio_vs_reference"] = r["peak_bytes"] / reference["peak_bytes"]
+        if compiled:
+            r["speedup_vs_compiled"] = compiled["median_ms"] / r["median_ms"]
+        seconds = r["median_ms"] / 1e3
+        flops = matmul_flops(case.shape, case.op, r["pass"])
+        if flops is not None:
+            r.update(flops=flops, tflops=flops / seconds / 1e12)
+            if settings.peaks is not None:
+                peak, kind = matmul_peak(settings.peaks, dtype, settings.allow_tf32)
+                r.update(pct_of_peak=100.0 * r["tflops"] / peak, peak_kind=f"{kind} {peak:g} TFLOP/s")
+        else:
+            moved = sinkhorn_bytes(case.shape, dtype)
+            r.update(bytes=moved, tbps=moved / seconds / 1e12)
+            if settings.peaks is not None:
+                r.update(pct_of_peak=100.0 * r["tbps"] / settings.peaks.hbm_tbps,
+                         peak_kind=f"HBM {settings.peaks.hbm_tbps:g} TB/s")
+
+
+def run_case(case: Case, settings: Settings) -> list[dict]:
+    """Records of every pass × peer of ``case`` (reference first: the others are compared to it)."""
+    dtype = getattr(torch, case.dtype)
+    names, _ = available_peer_names(settings.device, dtype)
+    if settings.peers is not None:
+        names = [n for n in names if n in settings.peers]
+    if "reference" in names:  # first, so every other peer is checked against its outputs
+        names.remove("reference")
+        names.insert(0, "reference")
+    problem = make_problem(case.shape, settings.device, dtype, settings.seed, settings.score_scale,
+                           sinkhorn_scores=case.op == "sinkhorn")
+    records, reference_outputs = [], {}
+    for name in names:
+        pass_records = {p: _base_record(case, p, name) for p in case.passes}
+        for r in pass_records.values():
+            r["input_bytes"] = problem.input_bytes(case.op)
+        records += pass_records.values()
+        try:
+            functions = make_peer(name, settings.compile_backend).functions(case.op, problem)
+        except Unsupported as why:
+            for r in pass_records.values():
+                r.update(status="unsupported", reason=str(why))
+            continue
+        except Exception as error:
+            functions = None
+            for r in pass_records.values():
+                r.update(status="failed", reason=_short(error))
+        if functions is None:
+            _release(settings.device, collect=True)
+            continue
+        for pass_, record in pass_records.items():
+            outputs = _measure(functions[pass_], record, reference_outputs.get(pass_), settings)
+            if name == "reference" and outputs is not None:
+                reference_outputs[pass_] = outputs
+            del outputs
+            _release(settings.device)
+        del functions
+        _release(settings.device)
+    del problem, reference_outputs
+    _release(settings.device, collect=True)
+    for pass_ in case.passes:
+        _derive([r for r in records if r["pass"] == pass_], case, settings)
+    return records
+
+
+def skipped_records(case: Case, settings: Settings, reason: str) -> list[dict]:
+    """Records saying that ``case`` was not run, and why."""
+    names, _ = available_peer_names(settings.device, getattr(torch, case.dtype))
+    if settings.peers is not None:
+        names = [n for n in names if n in settings.peers]
+    records = []
+    for name in names:
+        for pass_ in case.passes:
+            record = _base_record(case, pass_, name)
+            record.update(status="skipped", reason=reason)
+            records.append(record)
+    return records
+
+
+def run_cases(cases: Iterable[Case], settings: Settings) -> Iterator[list[dict]]:
+    """Records case by case; once ``settings.budget_s`` has passed, the remaining cases are
+    yielded as skipped (so a run always ends on time with a complete record)."""
+    start = time.perf_counter()
+    for case in cases:
+        if settings.budget_s is not None and time.perf_counter() - start > settings.budget_s:
+            yield skipped_records(case, settings, f"time budget of {settings.budget_s:g} s used up")
+            continue
+        yield run_case(case, settings)
+

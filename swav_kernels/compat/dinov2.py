@@ -1,0 +1,101 @@
+"""Drop-in for DINOv2's Sinkhorn-Knopp centring (``dinov2/loss/dino_clstoken_loss.py``,
+``dinov2/loss/ibot_patch_loss.py``).
+
+- ``sinkhorn_knopp_teacher(teacher_output, teacher_temp, n_iterations=3)``: ``DINOLoss``'s
+  method; one joint Sinkhorn over the rows of both global crops ``(2·B, K)`` with
+  ``ε = teacher_temp``; K up to 131072 and logits not bounded (the original's
+  ``exp(logits/teacher_temp)`` overflows float32 once a logit exceeds ~88·teacher_temp,
+  e.g. 6.2 at 0.07; this one cannot).
+- ``ibot_sinkhorn_knopp_teacher(teacher_output, teacher_temp, n_masked_patches_tensor,
+  n_iterations=3)``: ``iBOTPatchLoss``'s method over the masked patches; every rank may hold
+  a different number of rows. ``n_masked_patches_tensor`` (this rank's count) only scales
+  the codes when ``n_iterations=0`` (with iterations the rows sum to 1 whatever it is).
+
+Both return float32 codes ``(N, K)`` and reduce over every rank when torch.distributed is
+initialised. Differences, deliberate: ``n_masked_patches_tensor`` is not all-reduced in
+place (the original sums the caller's tensor over ranks as a side effect), and without
+torch.distributed no collective is called (the original's iBOT method fails there).
+
+``patch()`` makes DINOv2's ``DINOLoss.sinkhorn_knopp_teacher`` and
+``iBOTPatchLoss.sinkhorn_knopp_teacher`` run through swav_kernels; ``unpatch()`` restores them.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..distributed import all_reduce_sum_, global_row_count
+from ..loss import sinkhorn
+from ..validation import check_tensor
+from ._common import default_process_group
+from ._patching import Patch, import_trainer
+
+__all__ = ["sinkhorn_knopp_teacher", "ibot_sinkhorn_knopp_teacher", "patch", "unpatch"]
+
+
+@torch.no_grad()
+def sinkhorn_knopp_teacher(
+    teacher_output: torch.Tensor,
+    teacher_temp: float,
+    n_iterations: int = 3,
+    *,
+    process_group=None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Codes ``(N, K)`` float32 of the teacher's ``(N, K)`` logits, ``ε = teacher_temp``.
+
+    ``process_group``: None reduces over the default group when torch.distributed is
+    initialised."""
+    return sinkhorn(teacher_output.float(), epsilon=teacher_temp, iterations=n_iterations,
+                    process_group=default_process_group(process_group), backend=backend)
+
+
+@torch.no_grad()
+def ibot_sinkhorn_knopp_teacher(
+    teacher_output: torch.Tensor,
+    teacher_temp: float,
+    n_masked_patches_tensor: torch.Tensor,
+    n_iterations: int = 3,
+    *,
+    process_group=None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Codes ``(M, K)`` float32 of this rank's ``(M, K)`` masked-patch logits (M may differ
+    per rank). With ``n_iterations=0`` the codes are ``exp(x/ε) / Σ exp(x/ε)`` summed over
+    ranks, times the sum over ranks of ``n_masked_patches_tensor``, as in DINOv2."""
+    group = default_process_group(process_group)
+    codes = sinkhorn(teacher_output.float(), epsilon=teacher_temp, iterations=n_iterations,
+                     process_group=group, backend=backend)
+    if n_iterations == 0:  # the sinkhorn scaled by the global row count; DINOv2 scales by Σ n_masked
+        check_tensor("n_masked_patches_tensor", n_masked_patches_tensor.to(torch.float64), (0, 1))
+        masked = all_reduce_sum_(n_masked_patches_tensor.detach().to(codes.device, torch.float64).sum(), group)
+        rows = global_row_count(teacher_output.shape[0], group, codes.device, torch.float64)
+        codes = codes * (masked / rows).to(codes.dtype)
+    return codes
+
+
+def _dino_method(self, teacher_output, teacher_temp, n_iterations=3):
+    return sinkhorn_knopp_teacher(teacher_output, teacher_temp, n_iterations)
+
+
+def _ibot_method(self, teacher_output, teacher_temp, n_masked_patches_tensor, n_iterations=3):
+    return ibot_sinkhorn_knopp_teacher(teacher_output, teacher_temp, n_masked_patches_tensor, n_iterations)
+
+
+_PATCH = Patch()
+
+
+def patch() -> bool:
+    """Make DINOv2's two ``sinkhorn_knopp_teacher`` methods run through swav_kernels.
+    Returns False if already patched."""
+    hint = "install DINOv2 (its repository, or pip install dinov2)"
+    dino = import_trainer("dinov2.loss.dino_clstoken_loss", hint)
+    ibot = import_trainer("dinov2.loss.ibot_patch_loss", hint)
+    return _PATCH.apply([
+        (dino.DINOLoss, "sinkhorn_knopp_teacher", _dino_method),
+        (ibot.iBOTPatchLoss, "sinkhorn_knopp_teacher", _ibot_method),
+    ])
+
+
+def unpatch() -> bool:
+    """Undo ``patch()``; False when nothing was patched."""
+    return _PATCH.undo()

@@ -1,0 +1,163 @@
+"""Drop-in for lightly's SwaV loss (``lightly/loss/swav_loss.py``).
+
+``SwaVLoss(temperature, sinkhorn_iterations, sinkhorn_epsilon, sinkhorn_gather_distributed)``
+and ``sinkhorn(out, iterations, epsilon, gather_distributed)`` with lightly's signatures,
+defaults, input layouts and return conventions:
+
+- every high-resolution crop is an assign crop, and is predicted from every other crop;
+- queue outputs (one ``(L, K)`` tensor per high-resolution crop) join the Sinkhorn rows
+  of that crop (lightly appends them after the batch; the codes do not depend on the order);
+- the Sinkhorn is rank-local unless ``sinkhorn_gather_distributed`` and torch.distributed
+  is initialised, then it runs over the default group;
+- ``forward`` returns shape ``(1,)`` in the dtype of the inputs; ``sinkhorn`` returns codes
+  in the dtype of ``out``.
+
+Differences, all deliberate: the Sinkhorn cannot overflow (lightly's ``exp(out/ε)`` is
+inf once a score exceeds ~4.4 at ε=0.05 in float32, ~0.55 in float16); with iterations=0
+and ranks holding different numbers of rows the codes are scaled by the true global row
+count (lightly assumes equal rows); a single crop in total raises ValueError (lightly
+divides by zero); ``queue_outputs`` must hold one tensor per high-resolution crop, all
+of one length.
+
+``patch()`` makes lightly's own ``SwaVLoss`` (instances made before the call included) and
+``sinkhorn`` run through swav_kernels; ``unpatch()`` restores them.
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..loss import sinkhorn as _sinkhorn
+from ..loss import swav_loss
+from ._common import default_process_group
+from ._patching import Patch, everywhere, import_trainer
+
+__all__ = ["SwaVLoss", "sinkhorn", "patch", "unpatch"]
+
+
+def _gather_group(gather_distributed: bool):
+    """lightly reduces over the default group only when asked to and distributed is initialised."""
+    return default_process_group() if gather_distributed else None
+
+
+@torch.no_grad()
+def sinkhorn(
+    out: Tensor,
+    iterations: int = 3,
+    epsilon: float = 0.05,
+    gather_distributed: bool = False,
+    *,
+    backend: str = "auto",
+) -> Tensor:
+    """lightly's ``sinkhorn``: codes ``(N, K)`` of scores ``out (N, K)``, in ``out``'s dtype.
+
+    ``gather_distributed``: the column sums and the total run over every rank of the
+    default group (when torch.distributed is initialised)."""
+    codes = _sinkhorn(out, epsilon=epsilon, iterations=iterations,
+                      process_group=_gather_group(gather_distributed), backend=backend)
+    return codes.to(out.dtype)
+
+
+def _forward(
+    self,
+    high_resolution_outputs: List[Tensor],
+    low_resolution_outputs: List[Tensor],
+    queue_outputs: Optional[List[Tensor]] = None,
+) -> Tensor:
+    """lightly's ``SwaVLoss.forward``: per-crop ``(B, K)`` scores → loss of shape ``(1,)``."""
+    high = list(high_resolution_outputs)
+    low = list(low_resolution_outputs)
+    if not high:
+        raise ValueError("high_resolution_outputs is empty; pass one (B, K) tensor per high-resolution crop")
+    queue_scores = None
+    if queue_outputs is not None:
+        queue_outputs = list(queue_outputs)
+        if len(queue_outputs) != len(high):
+            raise ValueError(
+                f"queue_outputs must hold one (L, K) tensor per high-resolution crop ({len(high)}), "
+                f"got {len(queue_outputs)}"
+            )
+        if any(not isinstance(q, Tensor) or q.shape != queue_outputs[0].shape for q in queue_outputs):
+            raise ValueError(
+                "queue_outputs must be tensors of one shape (L, K), got shapes "
+                f"{[tuple(q.shape) if isinstance(q, Tensor) else type(q).__name__ for q in queue_outputs]}"
+            )
+        queue_scores = torch.stack([q.detach() for q in queue_outputs])
+    loss = swav_loss(
+        high + low,
+        crops_for_assign=tuple(range(len(high))),
+        temperature=self.temperature,
+        epsilon=self.sinkhorn_epsilon,
+        sinkhorn_iterations=self.sinkhorn_iterations,
+        queue_scores=queue_scores,
+        process_group=_gather_group(self.sinkhorn_gather_distributed),
+        backend=getattr(self, "backend", "auto"),
+    )
+    return loss.to(high[0].dtype).reshape(1)
+
+
+class SwaVLoss(nn.Module):
+    """lightly's ``SwaVLoss`` computed by swav_kernels.
+
+    Args:
+        temperature: τ of the softmax over prototypes.
+        sinkhorn_iterations: Sinkhorn iterations (≥ 0).
+        sinkhorn_epsilon: ε of the Sinkhorn.
+        sinkhorn_gather_distributed: Sinkhorn sums over every rank of the default group.
+        backend: swav_kernels backend (keyword only; ``"auto"`` picks a kernel where one runs).
+
+    ``forward(high_resolution_outputs, low_resolution_outputs, queue_outputs=None)`` takes
+    lists of ``(B, K)`` scores (and ``(L, K)`` queue scores per high-resolution crop) and
+    returns the loss with shape ``(1,)`` in the inputs' dtype.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        sinkhorn_iterations: int = 3,
+        sinkhorn_epsilon: float = 0.05,
+        sinkhorn_gather_distributed: bool = False,
+        *,
+        backend: str = "auto",
+    ):
+        super().__init__()
+        if sinkhorn_gather_distributed and not dist.is_available():
+            raise ValueError(
+                "sinkhorn_gather_distributed is True but torch.distributed is not available; "
+                "set sinkhorn_gather_distributed=False or install a torch build with distributed support"
+            )
+        self.temperature = temperature
+        self.sinkhorn_iterations = sinkhorn_iterations
+        self.sinkhorn_epsilon = sinkhorn_epsilon
+        self.sinkhorn_gather_distributed = sinkhorn_gather_distributed
+        self.backend = backend
+
+    def subloss(self, z: Tensor, q: Tensor) -> Tensor:
+        """lightly's cross-entropy of one prediction ``z (B, K)`` against codes ``q (B, K)``
+        (kept for code that calls it; ``forward`` does not)."""
+        return -torch.mean(torch.sum(q * F.log_softmax(z / self.temperature, dim=1), dim=1))
+
+    forward = _forward
+
+
+_PATCH = Patch()
+
+
+def patch() -> bool:
+    """Make lightly's ``SwaVLoss`` and ``sinkhorn`` run through swav_kernels.
+
+    Replaces ``SwaVLoss.forward`` on lightly's class (existing instances included) and
+    ``sinkhorn`` wherever lightly's modules hold it. Returns False if already patched."""
+    module = import_trainer("lightly.loss.swav_loss", "pip install lightly")
+    swaps = everywhere(module.sinkhorn, sinkhorn, "lightly")
+    swaps.append((module.SwaVLoss, "forward", _forward))
+    return _PATCH.apply(swaps)
+
+
+def unpatch() -> bool:
+    """Undo ``patch()``; False when nothing was patched."""
+    return _PATCH.undo()

@@ -1,0 +1,16 @@
+"""``backend="triton"``: the shared kernel backend on the Triton kernels."""
+from ..kernel_backend import KernelBackend
+from .kernels import TritonKernels
+
+
+class TritonBackend(KernelBackend):
+    """Fused Triton kernels for all three families; custom ops ``swav_kernels::triton_*``."""
+
+    def __init__(self) -> None:
+        super().__init__(TritonKernels())
+
+
+# Built (and its custom ops registered) when swav_kernels is imported, so that the first
+# loss call inside a torch.compile trace only looks the backend up. Triton itself is
+# imported when a kernel first runs.
+TRITON_BACKEND = TritonBackend()

@@ -1,0 +1,229 @@
+// CPU emulation of the CUDA execution model, just enough to run csrc/'s kernels on host
+// memory for tests on machines without a GPU (force-included by build.py, which also turns
+// every `kernel<<<grid, block, smem, stream>>>(args)` into `emu::Launch(...).run(kernel, args)`).
+//
+// Blocks run one after another on one OS thread per CUDA thread: __syncthreads is a block barrier,
+// warp shuffles exchange through per-warp slots between two warp barriers, __shared__
+// variables are function statics (blocks run one after another), and WMMA fragments hold
+// the whole 16 × 16 tile in every lane (load/mma/store are computed redundantly; the
+// documented pointer-alignment and ldm rules are checked). It proves indexing, masking,
+// barrier placement and reduction logic; it says nothing about speed, real memory
+// ordering, or the hardware's tensor-core rounding.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <array>
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#undef __shared__
+#define __shared__ static
+#undef __global__
+#define __global__
+#undef __device__
+#define __device__
+#undef __forceinline__
+#define __forceinline__ inline
+#undef __launch_bounds__
+#define __launch_bounds__(...)
+
+namespace emu {
+
+struct Block {
+  explicit Block(unsigned threads)
+      : barrier(threads), warp_slots(threads / 32) {
+    for (unsigned w = 0; w < threads / 32; ++w) warp_barriers.push_back(std::make_unique<std::barrier<>>(32));
+  }
+  std::barrier<> barrier;
+  std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
+  std::vector<std::array<std::uint64_t, 32>> warp_slots;
+};
+
+struct ThreadState {
+  uint3 thread_idx{}, block_idx{};
+  dim3 block_dim, grid_dim;
+  Block* block = nullptr;
+};
+
+inline thread_local ThreadState state;
+
+// First failure seen by any emulated thread (checked and raised after the launch).
+inline std::mutex failure_mutex;
+inline std::string failure;
+
+inline void fail(const std::string& message) {
+  std::lock_guard<std::mutex> lock(failure_mutex);
+  if (failure.empty()) failure = message;
+}
+
+struct Launch {
+  dim3 grid, block;
+  Launch(dim3 grid_, dim3 block_, std::size_t = 0, cudaStream_t = nullptr) : grid(grid_), block(block_) {}
+
+  // One OS thread per CUDA thread, reused for every block; a block barrier separates the
+  // blocks, whose __shared__ statics are therefore never in use by two blocks at once.
+  template <typename Kernel, typename... Args>
+  void run(Kernel kernel, Args... args) {
+    const unsigned threads = block.x * block.y * block.z;
+    if (threads % 32 != 0 || block.y != 1 || block.z != 1) throw std::runtime_error("emu: blocks must be 1-D warps");
+    Block shared_state(threads);
+    std::vector<std::thread> pool;
+    pool.reserve(threads);
+    for (unsigned t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        state.thread_idx = uint3{t, 0, 0};
+        state.block_dim = block;
+        state.grid_dim = grid;
+        state.block = &shared_state;
+        for (unsigned bz = 0; bz < grid.z; ++bz) {
+          for (unsigned by = 0; by < grid.y; ++by) {
+            for (unsigned bx = 0; bx < grid.x; ++bx) {
+              state.block_idx = uint3{bx, by, bz};
+              kernel(args...);
+              shared_state.barrier.arrive_and_wait();
+            }
+          }
+        }
+      });
+    }
+    for (auto& thread : pool) thread.join();
+    std::lock_guard<std::mutex> lock(failure_mutex);
+    if (!failure.empty()) {
+      const std::string message = failure;
+      failure.clear();
+      throw std::runtime_error("emu: " + message);
+    }
+  }
+};
+
+inline void syncthreads() { state.block->barrier.arrive_and_wait(); }
+
+template <typename V>
+V shfl_xor(unsigned mask, V value, int lane_mask) {
+  static_assert(sizeof(V) <= 8 && std::is_trivially_copyable<V>::value, "emu: shuffle of a small value");
+  if (mask != 0xffffffffu) fail("shuffle with a partial mask");
+  const unsigned warp = state.thread_idx.x / 32, lane = state.thread_idx.x % 32;
+  auto& slots = state.block->warp_slots[warp];
+  std::uint64_t bits = 0;
+  std::memcpy(&bits, &value, sizeof(V));
+  slots[lane] = bits;
+  state.block->warp_barriers[warp]->arrive_and_wait();
+  bits = slots[(lane ^ static_cast<unsigned>(lane_mask)) % 32];
+  state.block->warp_barriers[warp]->arrive_and_wait();
+  V out;
+  std::memcpy(&out, &bits, sizeof(V));
+  return out;
+}
+
+inline void syncwarp() { state.block->warp_barriers[state.thread_idx.x / 32]->arrive_and_wait(); }
+
+inline float as_float(float v) { return v; }
+inline float as_float(__half v) { return __half2float(v); }
+inline float as_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+}  // namespace emu
+
+#define threadIdx (::emu::state.thread_idx)
+#define blockIdx (::emu::state.block_idx)
+#define blockDim (::emu::state.block_dim)
+#define gridDim (::emu::state.grid_dim)
+#define __syncthreads() ::emu::syncthreads()
+#define __shfl_xor_sync(mask, value, lane_mask) ::emu::shfl_xor(mask, value, lane_mask)
+#define __expf(x) expf(x)
+#define __fmaf_rn(a, b, c) std::fma(static_cast<float>(a), static_cast<float>(b), static_cast<float>(c))
+
+// ---- the CUDA runtime calls the host code makes ------------------------------------------
+inline cudaError_t emu_get_last_error() { return cudaSuccess; }
+inline const char* emu_error_text(cudaError_t) { return "emulated"; }
+inline cudaError_t emu_device_count(int* count) {
+  *count = 0;
+  return cudaSuccess;
+}
+#define cudaGetLastError emu_get_last_error
+#define cudaGetErrorName emu_error_text
+#define cudaGetErrorString emu_error_text
+#define cudaGetDeviceCount emu_device_count
+
+// ---- WMMA --------------------------------------------------------------------------------
+namespace nvcuda {
+namespace wmma {
+
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment {
+  static constexpr int rows = std::is_same<Use, matrix_b>::value ? K : M;
+  static constexpr int cols = std::is_same<Use, matrix_a>::value ? K : N;
+  float x[rows * cols];
+};
+
+template <typename T>
+void check_operand(const T* pointer, unsigned ld) {
+  if (reinterpret_cast<std::uintptr_t>(pointer) % 32 != 0) ::emu::fail("WMMA pointer not 256-bit aligned");
+  if ((ld * sizeof(T)) % 16 != 0) ::emu::fail("WMMA ldm not a multiple of 16 bytes");
+}
+
+template <typename Use, int M, int N, int K, typename T, typename Layout>
+void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, float value) {
+  for (float& v : f.x) v = value;
+}
+
+template <typename Use, int M, int N, int K, typename T, typename Layout>
+void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const T* pointer, unsigned ld) {
+  check_operand(pointer, ld);
+  using F = fragment<Use, M, N, K, T, Layout>;
+  for (int i = 0; i < F::rows; ++i) {
+    for (int j = 0; j < F::cols; ++j) {
+      const T& v = std::is_same<Layout, col_major>::value ? pointer[j * ld + i] : pointer[i * ld + j];
+      f.x[i * F::cols + j] = ::emu::as_float(v);
+    }
+  }
+  ::emu::syncwarp();  // collective: every lane has read before any lane goes on
+}
+
+template <int M, int N, int K, typename T, typename LA, typename LB>
+void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, T, LA>& a,
+              const fragment<matrix_b, M, N, K, T, LB>& b, const fragment<accumulator, M, N, K, float>& c) {
+  fragment<accumulator, M, N, K, float> result;
+  for (int i = 0; i < M; ++i) {
+    for (int j = 0; j < N; ++j) {
+      float acc = c.x[i * N + j];
+      for (int k = 0; k < K; ++k) acc = std::fma(a.x[i * K + k], b.x[k * N + j], acc);
+      result.x[i * N + j] = acc;
+    }
+  }
+  d = result;
+}
+
+template <int M, int N, int K>
+void store_matrix_sync(float* pointer, const fragment<accumulator, M, N, K, float>& f, unsigned ld, layout_t layout) {
+  check_operand(pointer, ld);
+  if (threadIdx.x % 32 == 0) {
+    for (int i = 0; i < M; ++i) {
+      for (int j = 0; j < N; ++j) {
+        (layout == mem_row_major ? pointer[i * ld + j] : pointer[j * ld + i]) = f.x[i * N + j];
+      }
+    }
+  }
+  ::emu::syncwarp();
+}
+
+}  // namespace wmma
+}  // namespace nvcuda

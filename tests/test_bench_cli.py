@@ -1,0 +1,224 @@
+"""The ``swav-bench`` command end to end on the CPU: table, JSON, plots, failures, arguments."""
+import contextlib
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import swav_kernels.registry as registry
+from kernel_oracle import OracleKernels
+from swav_kernels.backend import Backend
+from swav_kernels.bench.cli import main
+from swav_kernels.bench.hardware import matmul_flops
+from swav_kernels.bench.shapes import QUICK_SHAPES, sweep_shapes
+from swav_kernels.kernel_backend import KernelBackend
+
+RECORD_KEYS = {
+    "shape", "batch", "nmb_crops", "rows", "prototypes", "dim", "queue", "sweeps", "dtype", "op", "pass", "peer",
+    "status", "reason", "first_call_ms", "samples_ms", "n_samples", "median_ms", "iqr_ms", "peak_bytes",
+    "input_bytes", "memory_ratio_vs_reference", "speedup_vs_reference", "speedup_vs_compiled",
+    "max_rel_err_vs_reference", "flops", "tflops", "bytes", "tbps", "pct_of_peak",
+}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def run_in_process(argv):
+    """(exit code, stdout) of ``swav-bench argv`` run in this process."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = main(argv)
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """``python -m swav_kernels.bench --quick`` (float32) in a fresh process, in a temp dir."""
+    out = tmp_path_factory.mktemp("quick")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-m", "swav_kernels.bench", "--quick", "--dtypes", "float32",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=out, env=env)
+    return done, out, json.loads((out / "results.json").read_text())
+
+
+def test_quick_run_succeeds_and_prints_the_table(quick_run):
+    done, out, data = quick_run
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:6] == ["shape", "dtype", "op", "pass", "peer", "median"]
+    rows = [line for line in lines if line.startswith(("quick-", "k-", "rows-"))]
+    assert len(rows) == len(data["results"])
+    assert "peak memory is not measured on cpu" in done.stdout
+    assert (out / "table.txt").read_text().strip() == done.stdout.strip()
+    assert "swav-bench:" in done.stderr and "case" in done.stderr  # progress
+
+
+def test_quick_run_json_holds_every_sample(quick_run):
+    _, _, data = quick_run
+    assert data["schema"] == "swav-bench/1" and data["complete"] is True
+    env = data["environment"]
+    for key in ("device_name", "torch", "cuda", "triton", "git", "date", "python"):
+        assert key in env
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu"
+    assert data["settings"]["quick"] is True and data["peaks"] is None
+    assert set(data["backends"]) == {"float32"}
+    planned = {(c["shape"], c["op"]) for c in data["cases"]}
+    assert planned == {(r["shape"], r["op"]) for r in data["results"]}
+    assert {(r["shape"], r["op"]) for r in data["results"] if r["op"] != "loss"} == {
+        ("quick-queue", "sinkhorn"), ("quick-queue", "scores-lse")}
+    shapes = {s.name: s for s in [*QUICK_SHAPES.values(), *(s for k in ("k", "rows", "queue")
+                                                              for s in sweep_shapes(k, quick=True))]}
+    for r in data["results"]:
+        assert RECORD_KEYS <= set(r)
+        assert r["status"] == "ok", r
+        assert r["n_samples"] == len(r["samples_ms"]) >= 3
+        assert r["median_ms"] == pytest.approx(statistics.median(r["samples_ms"]))
+        assert r["iqr_ms"] >= 0 and r["peak_bytes"] is None
+        assert r["flops"] == matmul_flops(shapes[r["shape"]], r["op"], r["pass"])
+        if r["peer"] != "reference":
+            assert r["max_rel_err_vs_reference"] < 1e-5
+    assert {r["peer"] for r in data["results"]} >= {"reference", "compiled", "plain"}
+
+
+def test_quick_run_draws_valid_pngs(quick_run):
+    from matplotlib.image import imread
+
+    _, out, data = quick_run
+    assert sorted(data["plots"]) == ["time_vs_k.png", "time_vs_rows.png"]
+    for name in data["plots"]:
+        path = out / name
+        assert path.read_bytes()[:8] == PNG_SIGNATURE
+        height, width, channels = imread(path).shape
+        assert height > 100 and width > 100 and channels in (3, 4)
+
+
+@pytest.fixture
+def registry_copy(monkeypatch):
+    """The backend registry's tables, restored after the test (backends added here vanish)."""
+    for table in ("_LOADERS", "_INSTANCES", "_LOAD_ERRORS"):
+        monkeypatch.setattr(registry, table, dict(getattr(registry, table)))
+    return registry._LOADERS
+
+
+class BrokenBackend(Backend):
+    """A backend that runs out of memory in every operation."""
+
+    name = "broken"
+
+    def sinkhorn(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 16.00 GiB")
+
+    def loss_from_embeddings(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 16.00 GiB")
+
+
+def test_failing_peers_are_recorded_not_raised(tmp_path, registry_copy):
+    registry_copy["broken"] = BrokenBackend
+    # scores up to 10: exp(10 / 0.05) overflows float32 in the plain Sinkhorn, not in the reference
+    code, text = run_in_process(["--quick", "--sweeps", "--dtypes", "float32", "--ops", "loss", "sinkhorn",
+                                 "--score-scale", "10", "--peers", "reference", "plain", "broken",
+                                 "--out", str(tmp_path)])
+    assert code == 0
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    status = {(r["op"], r["pass"], r["peer"]): (r["status"], r["reason"]) for r in results}
+    assert len(status) == 9
+    for key, (state, reason) in status.items():
+        if key[2] == "reference":
+            assert state == "ok"
+        elif key[2] == "plain":
+            assert (state, reason) == ("failed", "FloatingPointError: non-finite output (NaN or inf)")
+        else:
+            assert state == "failed" and reason.startswith("OutOfMemoryError: CUDA out of memory")
+    assert "failed: OutOfMemoryError: CUDA out of memory" in text
+    assert "failed: FloatingPointError: non-finite output" in text
+
+
+class AbsentBackend(Backend):
+    name = "absent"
+
+    def unavailable_reason(self, device, dtype):
+        return "needs a GPU"
+
+
+def test_kernel_backends_are_discovered_from_the_registry(tmp_path, registry_copy):
+    registry_copy["oracle"] = lambda: KernelBackend(OracleKernels())
+    registry_copy["absent"] = AbsentBackend
+    code, text = run_in_process(["--quick", "--sweeps", "--ops", "loss", "scores-lse",
+                                 "--peers", "reference", "plain", "oracle", "absent", "--out", str(tmp_path)])
+    assert code == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["backends"]["bfloat16"]["oracle"] is None
+    assert data["backends"]["float32"]["absent"] == "needs a GPU"
+    assert "backend absent not run for float32: needs a GPU" in text
+    oracle = [r for r in data["results"] if r["peer"] == "oracle"]
+    assert {(r["dtype"], r["op"], r["pass"]) for r in oracle} == {
+        (d, o, p) for d in ("float32", "bfloat16") for o in ("loss", "scores-lse") for p in ("fwd", "fwd+bwd")}
+    reference = {(r["dtype"], r["op"], r["pass"]): r for r in data["results"] if r["peer"] == "reference"}
+    for r in oracle:
+        assert r["status"] == "ok"
+        # the oracle computes the same function: forward values and gradients agree
+        assert r["max_rel_err_vs_reference"] < (1e-5 if r["dtype"] == "float32" else 1e-2)
+        ref = reference[(r["dtype"], r["op"], r["pass"])]
+        assert r["speedup_vs_reference"] == pytest.approx(ref["median_ms"] / r["median_ms"])
+    assert not any(r["peer"] == "absent" for r in data["results"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dtypes", "float64"], "invalid choice: 'float64'"),
+    (["--ops", "attention"], "invalid choice: 'attention'"),
+    (["--shapes", "swav-9000"], "unknown shape(s) ['swav-9000']"),
+    (["--quick", "--shapes", "large-k"], "unknown quick shape(s) ['large-k']"),
+    (["--peers", "fastest"], "unknown peer(s) ['fastest']"),
+    (["--min-samples", "0"], "--min-samples must be >= 1"),
+    (["--rep-ms", "-1"], "--rep-ms must be >= 0"),
+    (["--budget-s", "0"], "--budget-s must be > 0"),
+    (["--score-scale", "0"], "--score-scale must be > 0"),
+    (["--threads", "0"], "--threads must be >= 1"),
+    (["--device", "meta"], "must be a cpu or cuda device"),
+    (["--shapes", "--sweeps"], "nothing to run"),
+    (["--batch", "3"], "unrecognized arguments: --batch 3"),
+])
+def test_argument_errors_are_argparse_errors(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: swav-bench") and message in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_cuda_device_without_a_gpu_is_an_argument_error(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["--device", "cuda", "--out", str(tmp_path)])
+    assert "no CUDA device is visible to torch" in capsys.readouterr().err
+
+
+def test_from_json_redraws_table_and_plots(quick_run, tmp_path):
+    """A run made elsewhere (a GPU machine without matplotlib) is rendered here; memory plots
+    appear once records carry peak memory (set here to 3× the inputs, as a GPU run would have)."""
+    data = json.loads(json.dumps(quick_run[2]))  # a copy: the fixture is shared
+    for r in data["results"]:
+        r["peak_bytes"] = 3 * r["input_bytes"]
+    data["environment"]["device"] = "cuda"
+    source = tmp_path / "gpu" / "results.json"
+    source.parent.mkdir()
+    source.write_text(json.dumps(data))
+    code, text = run_in_process(["--from-json", str(source), "--out", str(tmp_path / "drawn")])
+    assert code == 0
+    drawn = tmp_path / "drawn"
+    for name in ("time_vs_k.png", "time_vs_rows.png", "memory_vs_k.png", "memory_vs_rows.png"):
+        assert (drawn / name).read_bytes()[:8] == PNG_SIGNATURE
+    assert json.loads((drawn / "results.json").read_text())["results"] == data["results"]
+    first = data["results"][0]
+    assert f"{3 * first['input_bytes'] / 2**20:.1f}" in text.splitlines()[2]
+    assert "is not in the table of known devices" in text  # peaks were None in the source run
+
+
+def test_from_json_missing_file_is_an_argument_error(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--from-json", str(tmp_path / "none.json")])
+    assert exit_info.value.code == 2 and "--from-json: no such file" in capsys.readouterr().err
