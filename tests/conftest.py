@@ -10,6 +10,11 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Child Pythons (`python -m swav_kernels...`, torchrun) must import the installed package, as
+# this process does, not the source tree in the working directory, which lacks the compiled
+# extension after a non-editable `pip install .` (Python >= 3.11 honours this variable).
+os.environ["PYTHONSAFEPATH"] = "1"
+
 # tests/ helpers (problems.py, transcription.py) import as top-level modules.
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
