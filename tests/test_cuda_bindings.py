@@ -199,7 +199,7 @@ def test_wrapper_rejects_wrong_ranks_and_kinds(kernels):
         kernels.sinkhorn_column_init(torch.zeros(3, 5), 20.0)
     with pytest.raises(TypeError, match="z must be a torch.Tensor, got list"):
         kernels.scores_logsumexp([[1.0]], torch.zeros(1, 1), 10.0, False)
-    from swav_kernels.cuda.checks import check_input
+    from swav_kernels.kernel_checks import check_input
 
     with pytest.raises(TypeError, match="codes must be torch.float32, got torch.float16"):
         check_input("codes", torch.zeros(1, 2, 3, dtype=torch.float16), 3, torch.float32)

@@ -17,7 +17,7 @@ from cuda_emulation import build as emulation
 from kernel_oracle import OracleKernels
 from problems import logit_tolerance, make_problem, rel_err
 from swav_kernels import reference as R, register_backend, swav_loss
-from swav_kernels.cuda.checks import KERNEL_DTYPES
+from swav_kernels.kernel_checks import KERNEL_DTYPES
 from swav_kernels.cuda.kernels import CudaKernels
 from swav_kernels.kernel_backend import KernelBackend
 

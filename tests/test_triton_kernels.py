@@ -95,32 +95,39 @@ def test_cross_entropy_forward_and_backward(dtype, crops_for_assign, prototypes)
 
 
 KERNELS = TritonKernels()
-X = torch.zeros(2, 5, 7)
+
+
+def zeros(*shape, **kwargs):
+    return torch.zeros(*shape, device=DEVICE, **kwargs)
+
+
+X = zeros(2, 5, 7)
 
 
 @pytest.mark.parametrize("call, error, message", [
-    (lambda: KERNELS.sinkhorn_column_init(X.double(), 1.0), TypeError, "x must have dtype"),
+    (lambda: KERNELS.sinkhorn_column_init(X.double(), 1.0), TypeError,
+     "x must be float32, float16 or bfloat16 for the Triton kernels, got torch.float64"),
     (lambda: KERNELS.sinkhorn_column_init(X[0], 1.0), ValueError, "x must be 3-D"),
     (lambda: KERNELS.sinkhorn_column_init(X.transpose(1, 2), 1.0), ValueError, "x must be contiguous"),
-    (lambda: KERNELS.sinkhorn_row_step(X, 1.0, torch.zeros(2, 6), 0.0, True, True, -1), ValueError,
+    (lambda: KERNELS.sinkhorn_row_step(X, 1.0, zeros(2, 6), 0.0, True, True, -1), ValueError,
      r"col_potential must have shape \(2, 7\)"),
-    (lambda: KERNELS.sinkhorn_row_step(X, 1.0, torch.zeros(2, 7), 0.0, True, True, 5), ValueError,
+    (lambda: KERNELS.sinkhorn_row_step(X, 1.0, zeros(2, 7), 0.0, True, True, 5), ValueError,
      "codes_from_row must be"),
-    (lambda: KERNELS.scores_logsumexp(torch.zeros(3, 4), torch.zeros(5, 4).half(), 1.0, True), TypeError,
+    (lambda: KERNELS.scores_logsumexp(zeros(3, 4), zeros(5, 4).half(), 1.0, True), TypeError,
      "c has dtype"),
-    (lambda: KERNELS.scores_logsumexp(torch.zeros(3, 4), torch.zeros(5, 3), 1.0, True), ValueError,
+    (lambda: KERNELS.scores_logsumexp(zeros(3, 4), zeros(5, 3), 1.0, True), ValueError,
      r"c must have shape \(K, D=4\)"),
-    (lambda: KERNELS.softmax_prototype_grad(torch.zeros(3, 4), torch.zeros(5, 4), torch.zeros(2), torch.zeros(3),
+    (lambda: KERNELS.softmax_prototype_grad(zeros(3, 4), zeros(5, 4), zeros(2), zeros(3),
                                             1.0), ValueError, r"lse must have shape \(3,\)"),
-    (lambda: KERNELS.scores_cross_entropy_forward(torch.zeros(6, 5), torch.zeros(2, 4, 5), [0, 1], 1.0), ValueError,
+    (lambda: KERNELS.scores_cross_entropy_forward(zeros(6, 5), zeros(2, 4, 5), [0, 1], 1.0), ValueError,
      "codes must have shape"),
-    (lambda: KERNELS.scores_cross_entropy_forward(torch.zeros(6, 5), torch.zeros(2, 3, 5), [0], 1.0), ValueError,
+    (lambda: KERNELS.scores_cross_entropy_forward(zeros(6, 5), zeros(2, 3, 5), [0], 1.0), ValueError,
      "crops_for_assign names 1 crops"),
-    (lambda: KERNELS.scores_cross_entropy_backward(torch.zeros(6, 5), torch.zeros(2, 3, 5), torch.zeros(6),
-                                                   torch.zeros(6), [0, 1], 1.0, torch.zeros(2)), ValueError,
+    (lambda: KERNELS.scores_cross_entropy_backward(zeros(6, 5), zeros(2, 3, 5), zeros(6),
+                                                   zeros(6), [0, 1], 1.0, zeros(2)), ValueError,
      "scale must be"),
-    (lambda: KERNELS.scores_cross_entropy_backward(torch.zeros(6, 5), torch.zeros(2, 3, 5), torch.zeros(6),
-                                                   torch.zeros(5), [0, 1], 1.0, torch.zeros(())), ValueError,
+    (lambda: KERNELS.scores_cross_entropy_backward(zeros(6, 5), zeros(2, 3, 5), zeros(6),
+                                                   zeros(5), [0, 1], 1.0, zeros(())), ValueError,
      r"row_weight must have shape \(6,\)"),
 ])
 def test_kernels_reject_bad_tensors_before_launch(call, error, message):

@@ -14,18 +14,10 @@ from typing import Sequence
 
 import torch
 
+from ..kernel_checks import KERNEL_DTYPES, check_finite_float, check_input, check_int, check_shape
+from ..validation import check_same_dtype
 from . import extension
-from .checks import (
-    KERNEL_DTYPES,
-    check_finite_float,
-    check_input,
-    check_int,
-    check_same_dtype,
-    check_shape,
-    multiprocessor_count,
-    stream_handle,
-    workspace,
-)
+from .launch import multiprocessor_count, stream_handle, workspace
 
 _F32 = dict(dtype=torch.float32)
 
