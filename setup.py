@@ -39,12 +39,13 @@ class CMakeBuild(build_ext):
         self._write_build_info(status)
 
     def _build(self, ext: Extension, mode: str) -> str:
+        extension_path = Path(self.get_ext_fullpath(ext.name)).resolve()
         cmake = shutil.which("cmake")
         if cmake is None:
+            extension_path.unlink(missing_ok=True)
             return "skipped: cmake not found"
         import pybind11
 
-        extension_path = Path(self.get_ext_fullpath(ext.name)).resolve()
         build_temp = Path(self.build_temp).resolve() / "cmake"
         build_temp.mkdir(parents=True, exist_ok=True)
         archs = os.environ.get("SWAV_KERNELS_CUDA_ARCHS", "80;90").replace(",", ";")
@@ -60,6 +61,7 @@ class CMakeBuild(build_ext):
         subprocess.run(configure, check=True)
         status = (build_temp / "cuda_extension_status.txt").read_text().strip()
         if not status.startswith("built"):
+            extension_path.unlink(missing_ok=True)  # a stale module from an earlier build must not ship
             return status
         jobs = os.environ.get("SWAV_KERNELS_BUILD_JOBS", str(os.cpu_count() or 1))
         subprocess.run([cmake, "--build", str(build_temp), "--parallel", jobs], check=True)
