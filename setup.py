@@ -50,7 +50,7 @@ class CMakeBuild(build_ext):
         build_temp.mkdir(parents=True, exist_ok=True)
         archs = os.environ.get("SWAV_KERNELS_CUDA_ARCHS", "80;90").replace(",", ";")
         configure = [
-            cmake, "-S", str(ROOT), "-B", str(build_temp),
+            cmake, "--fresh", "-S", str(ROOT), "-B", str(build_temp),  # no cached compiler probe from a past build
             "-DCMAKE_BUILD_TYPE=Release",
             f"-DSWAV_KERNELS_BUILD_CUDA={'OFF' if mode == '0' else 'ON'}",
             f"-DCMAKE_CUDA_ARCHITECTURES={archs}",
