@@ -10,3 +10,8 @@ from .kernels import CudaKernels
 class CudaBackend(KernelBackend):
     def __init__(self) -> None:
         super().__init__(CudaKernels())
+
+
+# Built (and its custom ops registered) when swav_kernels is imported, so that the first
+# loss call inside a torch.compile trace only looks the backend up.
+CUDA_BACKEND = CudaBackend()
