@@ -7,7 +7,6 @@
 
 #include "common/launch.h"
 #include "cross_entropy/cross_entropy.h"
-#include "rowwise/row_logsumexp.h"
 #include "scoring/scoring.h"
 #include "sinkhorn/sinkhorn.h"
 
@@ -40,10 +39,6 @@ PYBIND11_MODULE(_C, m) {
         return count;
       },
       "Number of CUDA devices the runtime sees (0 without a driver or GPU).");
-
-  m.def("row_logsumexp", &swav::row_logsumexp, py::arg("x"), py::arg("out"), py::arg("rows"), py::arg("cols"),
-        py::arg("row_stride"), py::arg("dtype"), py::arg("scale"), py::arg("stream"),
-        "out[r] = log sum_k exp(scale * x[r, k]); x of dtype rows x row_stride, out float32.");
 
   // ---- family 2: Sinkhorn ----------------------------------------------------------------
   m.attr("SINKHORN_MAX_ROWS_PER_BLOCK") = swav::kSinkhornMaxRowsPerBlock;

@@ -13,35 +13,6 @@ struct LogSumExp {
   float sum;
 };
 
-// Merge with the fast __expf (row_logsumexp).
-__device__ __forceinline__ LogSumExp combine(LogSumExp a, LogSumExp b) {
-  float m = fmaxf(a.max, b.max);
-  if (m == -INFINITY) return {m, 0.f};
-  return {m, a.sum * __expf(a.max - m) + b.sum * __expf(b.max - m)};
-}
-
-// Reduces one LogSumExp per thread to one per block; the result is valid in every thread.
-// `scratch` must hold blockDim.x / 32 entries.
-__device__ __forceinline__ LogSumExp block_combine(LogSumExp value, LogSumExp* scratch) {
-  for (int offset = 16; offset > 0; offset /= 2) {
-    LogSumExp other{__shfl_xor_sync(0xffffffffu, value.max, offset),
-                    __shfl_xor_sync(0xffffffffu, value.sum, offset)};
-    value = combine(value, other);
-  }
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
-  if (lane == 0) scratch[warp] = value;
-  __syncthreads();
-  value = lane < warps ? scratch[lane] : LogSumExp{-INFINITY, 0.f};
-  for (int offset = 16; offset > 0; offset /= 2) {
-    LogSumExp other{__shfl_xor_sync(0xffffffffu, value.max, offset),
-                    __shfl_xor_sync(0xffffffffu, value.sum, offset)};
-    value = combine(value, other);
-  }
-  return value;
-}
-
-// ---- accurate variants (IEEE expf), used where results are compared at 1e-5 ----------
-
 // Adds the term exp(t) to a running log-sum-exp; t = -inf adds nothing.
 __device__ __forceinline__ void lse_add(LogSumExp& acc, float t) {
   if (t > acc.max) {
