@@ -93,6 +93,15 @@ __device__ __forceinline__ void tile_scores(const TileArgs& args, int64_t row0, 
   using L = TileLayout<T>;
   const T* query = static_cast<const T*>(args.query);
   const T* keys = static_cast<const T*>(args.keys);
+  // Stage dims [d0, d0 + kChunk) of the query rows and of the keys in shared memory.
+  auto load_chunks = [&](int64_t d0) {
+    __syncthreads();
+    load_tile(query_chunk, L::kOperandLd, query, args.query_stride, row0, args.query_rows, d0, args.dim,
+              kScoreTileRows, L::kChunk);
+    load_tile(key_chunk, L::kOperandLd, keys, args.key_stride, key0, key_end, d0, args.dim, kScoreTileKeys,
+              L::kChunk);
+    __syncthreads();
+  };
   if constexpr (L::kTensorCores) {
     namespace wmma = nvcuda::wmma;
     // 8 warps over the 4 × 4 grid of 16 × 16 score tiles: warp w owns row w / 2, columns 2(w % 2) + {0, 1}.
@@ -101,12 +110,7 @@ __device__ __forceinline__ void tile_scores(const TileArgs& args, int64_t row0, 
     wmma::fill_fragment(acc[0], 0.f);
     wmma::fill_fragment(acc[1], 0.f);
     for (int64_t d0 = 0; d0 < args.dim; d0 += L::kChunk) {
-      __syncthreads();
-      load_tile(query_chunk, L::kOperandLd, query, args.query_stride, row0, args.query_rows, d0, args.dim,
-                kScoreTileRows, L::kChunk);
-      load_tile(key_chunk, L::kOperandLd, keys, args.key_stride, key0, key_end, d0, args.dim, kScoreTileKeys,
-                L::kChunk);
-      __syncthreads();
+      load_chunks(d0);
 #pragma unroll
       for (int kk = 0; kk < L::kChunk; kk += 16) {
         wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
@@ -130,12 +134,7 @@ __device__ __forceinline__ void tile_scores(const TileArgs& args, int64_t row0, 
     const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
     float acc[4][4] = {};
     for (int64_t d0 = 0; d0 < args.dim; d0 += L::kChunk) {
-      __syncthreads();
-      load_tile(query_chunk, L::kOperandLd, query, args.query_stride, row0, args.query_rows, d0, args.dim,
-                kScoreTileRows, L::kChunk);
-      load_tile(key_chunk, L::kOperandLd, keys, args.key_stride, key0, key_end, d0, args.dim, kScoreTileKeys,
-                L::kChunk);
-      __syncthreads();
+      load_chunks(d0);
 #pragma unroll 8
       for (int kk = 0; kk < L::kChunk; ++kk) {
         float a[4], b[4];
