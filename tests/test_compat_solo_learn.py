@@ -10,6 +10,7 @@ import torch
 
 from multiprocess import run_in_processes
 from problems import make_problem, rel_err
+from swav_kernels import swapped_prediction_loss
 from swav_kernels.compat import solo_learn as adapter
 
 
@@ -102,7 +103,63 @@ def test_loss_with_given_assignments_and_dtypes():
     with pytest.raises(ValueError, match="at least 2 views"):
         adapter.swav_loss_func(preds[:1], assignments)
     with pytest.raises(ValueError, match="assignments"):
-        adapter.swav_loss_func(preds, assignments[:2])
+        adapter.swav_loss_func(preds, [])
+
+
+# ---- multi-crop: codes of the large crops only (solo-learn >= 1.0.4) --------------------------
+def multicrop_loss_func(preds, assignments, temperature=0.1):
+    """solo/losses/swav.py swav_loss_func as of solo-learn 1.0.4 (June 2022) and unchanged to
+    vturrisi/solo-learn@9187ea39c2c3f43c455ab06664d2b019a9802954, verbatim: the loop runs over the
+    assignments, which solo/methods/swav.py computes for preds[:num_large_crops] only. (The
+    package index holds solo-learn 1.0.2, whose loop runs over preds and needs one
+    assignment per view.)"""
+    losses = []
+    for v1, a in enumerate(assignments):
+        for v2 in np.delete(np.arange(len(preds)), v1):
+            p = preds[v2] / temperature
+            loss = -torch.mean(torch.sum(a * torch.log_softmax(p, dim=1), dim=1))
+            losses.append(loss)
+    return sum(losses) / len(losses)
+
+
+def multicrop_inputs(n_views=8, n_assign=2, batch=4, prototypes=10, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    preds = [torch.randn(batch, prototypes, generator=g) for _ in range(n_views)]
+    assignments = [torch.softmax(torch.randn(batch, prototypes, generator=g), dim=1) for _ in range(n_assign)]
+    return preds, assignments
+
+
+@pytest.mark.parametrize("n_views, n_assign", [(8, 2), (3, 1), (4, 3)])
+def test_multicrop_assignments_of_the_large_crops_only(n_views, n_assign):
+    preds, assignments = multicrop_inputs(n_views, n_assign)
+    loss, grads = evaluate_grads(adapter.swav_loss_func, preds, assignments)
+    expected, expected_grads = evaluate_grads(multicrop_loss_func, [p.double() for p in preds],
+                                              [a.double() for a in assignments])
+    assert loss.shape == () and loss.dtype == torch.float32
+    assert rel_err(loss, expected) <= 1e-5
+    for grad, expected_grad in zip(grads, expected_grads):
+        assert rel_err(grad, expected_grad) <= 1e-4
+    core = swapped_prediction_loss(preds, torch.stack(assignments), range(n_assign), 0.1,
+                                   check_finite_inputs=False)
+    assert rel_err(loss, core) <= 1e-6
+
+
+def test_multicrop_through_patch(monkeypatch):
+    modules = install_fake_solo(monkeypatch)
+    preds, assignments = multicrop_inputs()  # 2 + 6 views, codes of the 2 large crops
+    try:
+        adapter.patch()
+        loss = modules["solo.methods.swav"].swav_loss_func(preds, assignments, 0.1)
+    finally:
+        adapter.unpatch()
+    assert rel_err(loss, multicrop_loss_func([p.double() for p in preds], [a.double() for a in assignments])) <= 1e-5
+
+
+def evaluate_grads(loss_func, preds, assignments):
+    preds = [p.clone().requires_grad_() for p in preds]
+    loss = loss_func(preds, assignments, 0.1)
+    loss.backward()  # a view that is only an assign view gets no gradient: None in solo-learn, zeros here
+    return loss, [torch.zeros_like(p) if p.grad is None else p.grad for p in preds]
 
 
 def test_sinkhorn_knopp_keeps_the_input_dtype_and_does_not_overflow():

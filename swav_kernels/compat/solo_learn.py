@@ -1,9 +1,15 @@
 """Drop-in for solo-learn's SwAV loss (``solo/losses/swav.py``, ``solo/utils/sinkhorn_knopp.py``).
 
-- ``swav_loss_func(preds, assignments, temperature=0.1)``: every view is an assign view;
-  the mean over all ordered pairs (v1, v2≠v1) of ``−mean_b Σ_k a_v1 log_softmax(p_v2/τ)``.
-  Returns a 0-d tensor in the promoted dtype of preds and assignments (float32 under
-  autocast, where solo-learn's ``log_softmax`` runs in float32).
+- ``swav_loss_func(preds, assignments, temperature=0.1)``: ``assignments[v1]`` holds the
+  codes of view v1 for the first ``len(assignments)`` views (solo-learn's training step
+  passes the codes of its large crops only: ``get_assignments(preds[:num_large_crops])``,
+  e.g. 2 assignments for the 2 + 6 views of ``cifar-multicrop/swav.yaml``); the loss is
+  the mean over all pairs (v1 < len(assignments), v2 ≠ v1 among all views) of
+  ``−mean_b Σ_k a_v1 log_softmax(p_v2/τ)``, as in solo-learn ≥ 1.0.4. With one assignment
+  per view this is also solo-learn ≤ 1.0.3's loss; assignments beyond ``len(preds)`` are
+  ignored, as ≤ 1.0.3 does (≥ 1.0.4 raises IndexError). Returns a 0-d tensor in the
+  promoted dtype of preds and assignments (float32 under autocast, where solo-learn's
+  ``log_softmax`` runs in float32).
 - ``SinkhornKnopp(num_iters=3, epsilon=0.05, world_size=1)``: ``forward(Q (N, K))`` returns
   codes ``(N, K)`` in Q's dtype; the sums run over every rank whenever torch.distributed is
   initialised (a group of one rank makes no collective call).
@@ -13,7 +19,7 @@ and the gradient flows through the normalisation as before.
 
 Differences, all deliberate: no overflow in the Sinkhorn; assignments are constants (they
 come from ``SinkhornKnopp`` under ``no_grad`` in solo-learn); fewer than 2 views raises
-ValueError (solo-learn divides by zero); with ``num_iters=0`` the codes are scaled by the
+ValueError, and so do no assignments (solo-learn divides by zero); with ``num_iters=0`` the codes are scaled by the
 global row count where solo-learn uses rows × ``world_size`` (equal when the argument is
 the true world size and ranks hold equal rows).
 
@@ -41,7 +47,8 @@ def swav_loss_func(
 
     Args:
         preds: V ``(B, K)`` prototype scores, one per view (gradients flow into them).
-        assignments: at least V ``(B, K)`` codes; ``assignments[v]`` is the target of view v.
+        assignments: ``(B, K)`` codes of the first ``len(assignments)`` views (at least one;
+            entries beyond V are ignored): ``assignments[v]`` is predicted from every view but v.
         temperature: τ.
         backend: swav_kernels backend (keyword only).
     """
@@ -49,10 +56,11 @@ def swav_loss_func(
     assignments = list(assignments)
     if len(preds) < 2:
         raise ValueError(f"preds must hold at least 2 views (each is predicted from the others), got {len(preds)}")
-    if len(assignments) < len(preds):
-        raise ValueError(f"assignments must hold one (B, K) tensor per view ({len(preds)}), got {len(assignments)}")
-    codes = torch.stack([a.detach() for a in assignments[: len(preds)]])
-    loss = swapped_prediction_loss(preds, codes, range(len(preds)), temperature, backend)
+    if not assignments:
+        raise ValueError("assignments is empty; pass the (B, K) codes of at least one view")
+    assignments = assignments[: len(preds)]
+    codes = torch.stack([a.detach() for a in assignments])
+    loss = swapped_prediction_loss(preds, codes, range(len(assignments)), temperature, backend)
     return loss.to(loss_dtype(preds[0], assignments[0]))
 
 
