@@ -1,6 +1,15 @@
 """swav_kernels.compat.facebook_swav against a float64 transcription of facebookresearch/swav
 main_swav.py: the loss block of train() and distributed_sinkhorn (one process, where its
-all_reduce calls are identities)."""
+all_reduce calls are identities).
+
+facebookresearch/swav is a script, not a package, so it is transcribed: main_swav.py at
+commit 06b1b7cbaf6ba2a792300d79c7299db98b93b7f9 (the repository's head; the file last changed
+in fa0980e746f2e4bde3a4e3f2e5151c0bdb3f7829), lines 288-315 (``# ============ swav loss ...``
+of ``train()``) as ``transcribed_block`` and lines 354-376 (``distributed_sinkhorn``) as
+``transcribed_sinkhorn``, with ``args.*`` and ``model.module.prototypes.weight`` as parameters
+and ``dist.all_reduce`` dropped (one process). The other trainers are compared with their
+installed packages (test_compat_lightly/solo_learn/vissl/dinov2.py).
+"""
 import types
 
 import numpy as np
@@ -13,7 +22,7 @@ from problems import make_problem, rel_err
 from swav_kernels.compat import facebook_swav as adapter
 
 
-# ---- transcription ------------------------------------------------------------------------
+# ---- transcription of main_swav.py @ 06b1b7cb ---------------------------------------------
 def transcribed_sinkhorn(out, epsilon, iterations):
     Q = torch.exp(out / epsilon).t()
     B, K = Q.shape[1], Q.shape[0]

@@ -1,6 +1,18 @@
-"""swav_kernels.compat.solo_learn against a float64 transcription of solo-learn's
-solo/losses/swav.py (swav_loss_func) and solo/utils/sinkhorn_knopp.py (SinkhornKnopp),
-and of how solo/methods/swav.py combines them (get_assignments with the queue)."""
+"""swav_kernels.compat.solo_learn against solo-learn's own ``solo/losses/swav.py``
+(``swav_loss_func``) and ``solo/utils/sinkhorn_knopp.py`` (``SinkhornKnopp``) (solo-learn
+1.0.2, ``pip install --no-deps solo-learn``; loaded by ``compat_upstream``: skipped without
+it, a failure in CI), combined as ``solo/methods/swav.py`` combines them
+(``get_assignments`` with the queue).
+
+solo-learn 1.0.2 is the version on the package index; its loss takes one assignment per
+view. The multi-crop call of solo-learn >= 1.0.4 (assignments of the large crops only) is
+checked against a verbatim copy of the newer ``swav_loss_func`` below.
+
+Tolerances (``rel_err``: max abs error / max abs expected): against solo-learn run in
+float64, DESIGN §4's contract (1e-5 for loss and codes, 1e-4 for gradients); against
+solo-learn run in float32 on the same inputs, 1e-5 for all three (``F32_TOL``: both sides
+are float32 evaluations of one function, each within 1e-6 of float64 here, measured).
+"""
 import sys
 import types
 
@@ -8,41 +20,26 @@ import numpy as np
 import pytest
 import torch
 
+from compat_upstream import upstream
 from multiprocess import run_in_processes
 from problems import make_problem, rel_err
 from swav_kernels import swapped_prediction_loss
 from swav_kernels.compat import solo_learn as adapter
 
-
-# ---- transcription (single process) ---------------------------------------------------------
-def transcribed_loss_func(preds, assignments, temperature=0.1):
-    losses = []
-    for v1 in range(len(preds)):
-        for v2 in np.delete(np.arange(len(preds)), v1):
-            a = assignments[v1]
-            p = preds[v2] / temperature
-            losses.append(-torch.mean(torch.sum(a * torch.log_softmax(p, dim=1), dim=1)))
-    return sum(losses) / len(losses)
+# against the upstream in float64: DESIGN §4's contract (loss and codes; gradients)
+VALUE_TOL, GRAD_TOL = 1e-5, 1e-4
+# against the upstream in float32 on the same inputs (loss, codes and gradients): both are
+# float32 evaluations of one function, each measured within 1e-6 of float64 here; 1e-5 leaves
+# room for other summation orders, while a difference in what is computed is far above it
+F32_TOL = 1e-5
 
 
-class TranscribedSinkhornKnopp(torch.nn.Module):
-    def __init__(self, num_iters=3, epsilon=0.05, world_size=1):
-        super().__init__()
-        self.num_iters, self.epsilon, self.world_size = num_iters, epsilon, world_size
-
-    @torch.no_grad()
-    def forward(self, Q):
-        Q = torch.exp(Q / self.epsilon).t()
-        B = Q.shape[1] * self.world_size
-        K = Q.shape[0]
-        Q /= torch.sum(Q)
-        for _ in range(self.num_iters):
-            Q /= torch.sum(Q, dim=1, keepdim=True)
-            Q /= K
-            Q /= torch.sum(Q, dim=0, keepdim=True)
-            Q /= B
-        Q *= B
-        return Q.t()
+@pytest.fixture
+def solo():
+    """solo-learn's loss modules: ``.losses`` (``solo.losses.swav``), ``.knopp``
+    (``solo.utils.sinkhorn_knopp``)."""
+    modules = upstream("solo-learn")
+    return types.SimpleNamespace(losses=modules["solo.losses.swav"], knopp=modules["solo.utils.sinkhorn_knopp"])
 
 
 def assignments_of(sk, preds, queue_preds=None):
@@ -77,33 +74,46 @@ CASES = [(2, 5, 7, 0), (2, 5, 7, 6), (3, 4, 6, 2), (2, 1, 7, 0), (2, 4, 1, 3)]  
 
 @pytest.mark.parametrize("iterations", [0, 3])
 @pytest.mark.parametrize("case", CASES)
-def test_loss_codes_and_gradients_equal_the_transcription(case, iterations):
+def test_loss_codes_and_gradients_equal_solo_learn(solo, case, iterations):
     n_views, batch, prototypes, queue = case
     preds, queue_preds = views(n_views, batch, prototypes, queue)
     loss, codes, grads = run(adapter.SinkhornKnopp, adapter.swav_loss_func, preds, queue_preds, iterations)
-    expected, expected_codes, expected_grads = run(
-        TranscribedSinkhornKnopp, transcribed_loss_func, preds, queue_preds, iterations, torch.float64)
     assert loss.shape == () and loss.dtype == torch.float32
-    assert rel_err(loss, expected) <= 1e-5
-    for ours, theirs in zip(codes, expected_codes):
-        assert ours.dtype == torch.float32 and rel_err(ours, theirs) <= 1e-5
-    for ours, theirs in zip(grads, expected_grads):
-        assert rel_err(ours, theirs) <= 1e-4
+    for dtype, value_tol, grad_tol in ((torch.float32, F32_TOL, F32_TOL), (torch.float64, VALUE_TOL, GRAD_TOL)):
+        expected, expected_codes, expected_grads = run(
+            solo.knopp.SinkhornKnopp, solo.losses.swav_loss_func, preds, queue_preds, iterations, dtype)
+        assert expected.dtype == dtype
+        assert rel_err(loss, expected) <= value_tol
+        for ours, theirs in zip(codes, expected_codes):
+            assert ours.dtype == torch.float32 and rel_err(ours, theirs) <= value_tol
+        for ours, theirs in zip(grads, expected_grads):
+            assert rel_err(ours, theirs) <= grad_tol
 
 
-def test_loss_with_given_assignments_and_dtypes():
+def test_loss_with_given_assignments_and_dtypes(solo):
     preds, _ = views(n_views=3)
     assignments = [torch.softmax(torch.randn(5, 7), dim=1) for _ in range(4)]  # extra entries are ignored
     loss = adapter.swav_loss_func(preds, assignments)
-    assert rel_err(loss, transcribed_loss_func(preds, assignments[:3])) <= 1e-6
+    assert rel_err(loss, solo.losses.swav_loss_func(preds, assignments)) <= F32_TOL
     half = adapter.swav_loss_func([p.half() for p in preds], [a.half() for a in assignments])
-    assert half.dtype == torch.float16
+    assert half.dtype == solo.losses.swav_loss_func([p.half() for p in preds], [a.half() for a in assignments]).dtype
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert adapter.swav_loss_func([p.bfloat16() for p in preds], assignments).dtype == torch.float32
+        bf16 = [p.bfloat16() for p in preds]
+        assert adapter.swav_loss_func(bf16, assignments).dtype == solo.losses.swav_loss_func(bf16, assignments).dtype
     with pytest.raises(ValueError, match="at least 2 views"):
         adapter.swav_loss_func(preds[:1], assignments)
     with pytest.raises(ValueError, match="assignments"):
         adapter.swav_loss_func(preds, [])
+
+
+def test_sinkhorn_knopp_keeps_the_input_dtype_and_does_not_overflow(solo):
+    preds, _ = views()
+    scores = preds[0] * 10  # exp(10/0.05) overflows float32 in solo-learn's code
+    assert torch.isnan(solo.knopp.SinkhornKnopp()(scores)).any()
+    codes = adapter.SinkhornKnopp()(scores)
+    assert codes.dtype == torch.float32 and torch.isfinite(codes).all()
+    assert rel_err(codes, solo.knopp.SinkhornKnopp()(scores.double())) <= VALUE_TOL  # e^200 fits in float64
+    assert adapter.SinkhornKnopp()(preds[0].half()).dtype == torch.float16
 
 
 # ---- multi-crop: codes of the large crops only (solo-learn >= 1.0.4) --------------------------
@@ -129,32 +139,6 @@ def multicrop_inputs(n_views=8, n_assign=2, batch=4, prototypes=10, seed=5):
     return preds, assignments
 
 
-@pytest.mark.parametrize("n_views, n_assign", [(8, 2), (3, 1), (4, 3)])
-def test_multicrop_assignments_of_the_large_crops_only(n_views, n_assign):
-    preds, assignments = multicrop_inputs(n_views, n_assign)
-    loss, grads = evaluate_grads(adapter.swav_loss_func, preds, assignments)
-    expected, expected_grads = evaluate_grads(multicrop_loss_func, [p.double() for p in preds],
-                                              [a.double() for a in assignments])
-    assert loss.shape == () and loss.dtype == torch.float32
-    assert rel_err(loss, expected) <= 1e-5
-    for grad, expected_grad in zip(grads, expected_grads):
-        assert rel_err(grad, expected_grad) <= 1e-4
-    core = swapped_prediction_loss(preds, torch.stack(assignments), range(n_assign), 0.1,
-                                   check_finite_inputs=False)
-    assert rel_err(loss, core) <= 1e-6
-
-
-def test_multicrop_through_patch(monkeypatch):
-    modules = install_fake_solo(monkeypatch)
-    preds, assignments = multicrop_inputs()  # 2 + 6 views, codes of the 2 large crops
-    try:
-        adapter.patch()
-        loss = modules["solo.methods.swav"].swav_loss_func(preds, assignments, 0.1)
-    finally:
-        adapter.unpatch()
-    assert rel_err(loss, multicrop_loss_func([p.double() for p in preds], [a.double() for a in assignments])) <= 1e-5
-
-
 def evaluate_grads(loss_func, preds, assignments):
     preds = [p.clone().requires_grad_() for p in preds]
     loss = loss_func(preds, assignments, 0.1)
@@ -162,39 +146,45 @@ def evaluate_grads(loss_func, preds, assignments):
     return loss, [torch.zeros_like(p) if p.grad is None else p.grad for p in preds]
 
 
-def test_sinkhorn_knopp_keeps_the_input_dtype_and_does_not_overflow():
-    preds, _ = views()
-    scores = preds[0] * 10  # exp(10/0.05) overflows float32 in solo-learn's code
-    codes = adapter.SinkhornKnopp()(scores)
-    assert codes.dtype == torch.float32 and torch.isfinite(codes).all()
-    assert rel_err(codes, TranscribedSinkhornKnopp()(scores.double())) <= 1e-5
-    assert adapter.SinkhornKnopp()(preds[0].half()).dtype == torch.float16
+@pytest.mark.parametrize("n_views, n_assign", [(8, 2), (3, 1), (4, 3), (3, 3)])
+def test_multicrop_assignments_of_the_large_crops_only(n_views, n_assign):
+    preds, assignments = multicrop_inputs(n_views, n_assign)
+    loss, grads = evaluate_grads(adapter.swav_loss_func, preds, assignments)
+    assert loss.shape == () and loss.dtype == torch.float32
+    for dtype, value_tol, grad_tol in ((torch.float32, F32_TOL, F32_TOL), (torch.float64, VALUE_TOL, GRAD_TOL)):
+        expected, expected_grads = evaluate_grads(multicrop_loss_func, [p.to(dtype) for p in preds],
+                                                  [a.to(dtype) for a in assignments])
+        assert rel_err(loss, expected) <= value_tol
+        for grad, expected_grad in zip(grads, expected_grads):
+            assert rel_err(grad, expected_grad) <= grad_tol
+    core = swapped_prediction_loss(preds, torch.stack(assignments), range(n_assign), 0.1,
+                                   check_finite_inputs=False)
+    assert rel_err(loss, core) <= 1e-6
 
 
-# ---- patch / unpatch on stand-ins for solo-learn's modules ----------------------------------
-def install_fake_solo(monkeypatch):
-    """solo.losses.swav, solo.utils.sinkhorn_knopp and solo.methods.swav (which imports both by
-    name), holding the transcriptions; solo-learn itself is not installable here."""
-    names = ["solo", "solo.losses", "solo.losses.swav", "solo.utils", "solo.utils.sinkhorn_knopp",
-             "solo.methods", "solo.methods.swav"]
-    modules = {name: types.ModuleType(name) for name in names}
-    modules["solo.losses.swav"].swav_loss_func = transcribed_loss_func
-    modules["solo.losses"].swav_loss_func = transcribed_loss_func
+def test_multicrop_equals_solo_learn_1_0_2_with_one_assignment_per_view(solo):
+    preds, assignments = multicrop_inputs(n_views=4, n_assign=4)
+    assert rel_err(multicrop_loss_func(preds, assignments), solo.losses.swav_loss_func(preds, assignments)) <= 1e-6
 
-    class SinkhornKnopp(TranscribedSinkhornKnopp):
-        pass
 
-    SinkhornKnopp.forward = TranscribedSinkhornKnopp.forward
-    modules["solo.utils.sinkhorn_knopp"].SinkhornKnopp = SinkhornKnopp
-    modules["solo.methods.swav"].swav_loss_func = transcribed_loss_func
-    modules["solo.methods.swav"].SinkhornKnopp = SinkhornKnopp
+# ---- patch / unpatch: solo-learn's modules, and a module that imports them by name ----------
+def install_solo(monkeypatch, solo):
+    """solo-learn's two loss modules in sys.modules, with stand-ins for solo.losses (which
+    re-exports swav_loss_func) and solo.methods.swav (which imports both by name; the real
+    ones import pytorch_lightning)."""
+    modules = {"solo.losses.swav": solo.losses, "solo.utils.sinkhorn_knopp": solo.knopp,
+               "solo.losses": types.ModuleType("solo.losses"), "solo.methods.swav": types.ModuleType("solo.methods.swav")}
+    modules["solo.losses"].swav_loss_func = solo.losses.swav_loss_func
+    modules["solo.methods.swav"].swav_loss_func = solo.losses.swav_loss_func
+    modules["solo.methods.swav"].SinkhornKnopp = solo.knopp.SinkhornKnopp
     for name, module in modules.items():
         monkeypatch.setitem(sys.modules, name, module)
     return modules
 
 
-def test_patch_and_unpatch(monkeypatch):
-    modules = install_fake_solo(monkeypatch)
+def test_patch_and_unpatch(solo, monkeypatch):
+    modules = install_solo(monkeypatch, solo)
+    original_loss, original_forward = solo.losses.swav_loss_func, solo.knopp.SinkhornKnopp.forward
     method = modules["solo.methods.swav"]
     made_before = method.SinkhornKnopp(3, 0.05)
     scores = views()[0][0] * 10
@@ -207,9 +197,20 @@ def test_patch_and_unpatch(monkeypatch):
     finally:
         assert adapter.unpatch() is True
     for name in ("solo.losses.swav", "solo.losses", "solo.methods.swav"):
-        assert modules[name].swav_loss_func is transcribed_loss_func
-    assert method.SinkhornKnopp.forward is TranscribedSinkhornKnopp.forward
+        assert modules[name].swav_loss_func is original_loss
+    assert method.SinkhornKnopp.forward is original_forward
     assert torch.isnan(made_before(scores)).any()
+
+
+def test_multicrop_through_patch(solo, monkeypatch):
+    modules = install_solo(monkeypatch, solo)
+    preds, assignments = multicrop_inputs()  # 2 + 6 views, codes of the 2 large crops
+    try:
+        adapter.patch()
+        loss = modules["solo.methods.swav"].swav_loss_func(preds, assignments, 0.1)
+    finally:
+        adapter.unpatch()
+    assert rel_err(loss, multicrop_loss_func([p.double() for p in preds], [a.double() for a in assignments])) <= 1e-5
 
 
 # ---- two gloo ranks equal one process on the concatenated batch -----------------------------
