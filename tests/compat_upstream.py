@@ -138,3 +138,17 @@ def upstream(name: str) -> dict[str, types.ModuleType]:
         pytest.skip(f"{reason} ({INSTALL}; {REQUIRE_ENV}=1 makes this a failure)")
     return modules
 
+
+
+def assert_like_upstream(ours: torch.Tensor, theirs: torch.Tensor, tolerance: float) -> None:
+    """``ours`` has the NaN, +inf and -inf entries of the upstream's ``theirs``, and its finite
+    entries are within ``tolerance`` (max abs error / max abs expected) of the upstream's."""
+    ours, theirs = ours.detach().double(), theirs.detach().double()
+    assert ours.shape == theirs.shape
+    for kind in (torch.isnan, torch.isposinf, torch.isneginf):
+        assert torch.equal(kind(ours), kind(theirs)), f"{kind.__name__}: ours {ours.tolist()}, upstream {theirs.tolist()}"
+    finite = torch.isfinite(theirs)
+    if finite.any():
+        error = (ours[finite] - theirs[finite]).abs().max().item()
+        scale = theirs[finite].abs().max().item()
+        assert error <= tolerance * scale if scale > 0 else error <= tolerance

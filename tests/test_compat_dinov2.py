@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from compat_upstream import upstream
+from compat_upstream import assert_like_upstream, upstream
 from multiprocess import run_in_processes
 from problems import logit_tolerance, rel_err
 from swav_kernels.compat import dinov2 as adapter
@@ -116,6 +116,42 @@ def test_patch_and_unpatch(dinov2, monkeypatch):
         assert adapter.unpatch() is True
     assert dinov2.DINOLoss.sinkhorn_knopp_teacher is dino_method
     assert dinov2.iBOTPatchLoss.sinkhorn_knopp_teacher is ibot_method
+
+
+# ---- non-finite inputs: non-finite codes, as in DINOv2; check_finite_inputs=True raises ------
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nonfinite_inputs_give_nonfinite_codes_or_raise_when_checked(value):
+    x = logits(6, 30)
+    x[2, 3] = value
+    for n_iterations in (0, 3):
+        assert not torch.isfinite(adapter.sinkhorn_knopp_teacher(x, 0.07, n_iterations)).all()
+        assert not torch.isfinite(adapter.ibot_sinkhorn_knopp_teacher(x, 0.07, torch.tensor([6]), n_iterations)).all()
+        count = torch.tensor([value])  # a floating-point count: DINOv2 divides and multiplies by it
+        assert not torch.isfinite(adapter.ibot_sinkhorn_knopp_teacher(logits(6, 30), 0.07, count, n_iterations)).all()
+    with pytest.raises(ValueError, match="teacher_output contains NaN or infinite"):
+        adapter.sinkhorn_knopp_teacher(x, 0.07, check_finite_inputs=True)
+    with pytest.raises(ValueError, match="teacher_output contains NaN or infinite"):
+        adapter.ibot_sinkhorn_knopp_teacher(x, 0.07, torch.tensor([6]), check_finite_inputs=True)
+    with pytest.raises(ValueError, match="n_masked_patches_tensor contains NaN or infinite"):
+        adapter.ibot_sinkhorn_knopp_teacher(logits(6, 30), 0.07, torch.tensor([value]), check_finite_inputs=True)
+
+
+@pytest.mark.parametrize("n_iterations", [0, 3])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_nonfinite_inputs_like_dinov2(dinov2, one_rank, value, n_iterations):
+    """The same NaN / ±inf / finite codes as DINOv2's (a -inf logit is a zero weight: finite
+    codes in both)."""
+    x = logits(6, 30)
+    x[2, 3] = value
+    tolerance = logit_tolerance(logits(6, 30), 0.07)
+    assert_like_upstream(adapter.sinkhorn_knopp_teacher(x, 0.07, n_iterations),
+                         dinov2.DINOLoss(30).sinkhorn_knopp_teacher(x, 0.07, n_iterations), tolerance)
+    ibot = dinov2.iBOTPatchLoss(30).sinkhorn_knopp_teacher
+    assert_like_upstream(adapter.ibot_sinkhorn_knopp_teacher(x, 0.07, torch.tensor([6]), n_iterations),
+                         ibot(x, 0.07, torch.tensor([6]), n_iterations), tolerance)
+    clean = logits(6, 30)
+    assert_like_upstream(adapter.ibot_sinkhorn_knopp_teacher(clean, 0.07, torch.tensor([value]), n_iterations),
+                         ibot(clean, 0.07, torch.tensor([value]), n_iterations), tolerance)
 
 
 # ---- two gloo ranks equal one process on the concatenated rows ------------------------------

@@ -10,6 +10,7 @@ of ``train()``) as ``transcribed_block`` and lines 354-376 (``distributed_sinkho
 and ``dist.all_reduce`` dropped (one process). The other trainers are compared with their
 installed packages (test_compat_lightly/solo_learn/vissl/dinov2.py).
 """
+import re
 import types
 
 import numpy as np
@@ -17,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from compat_upstream import assert_like_upstream
 from multiprocess import run_in_processes
 from problems import make_problem, rel_err
 from swav_kernels.compat import facebook_swav as adapter
@@ -144,6 +146,35 @@ def test_bad_queue_is_named():
         adapter.swav_loss_block(z @ c.t(), z, c, torch.zeros(2, 2, 4, dtype=z.dtype), nmb_crops=[2, 2])
     with pytest.raises(ValueError, match="queue"):
         adapter.swav_loss_block(z @ c.t(), z, c, torch.zeros(1, 6, 4, dtype=z.dtype), nmb_crops=[2, 2])
+
+
+# ---- non-finite inputs: a non-finite loss, as in main_swav.py; check_finite_inputs=True raises
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("where", ["output", "queue", "prototypes"])
+def test_nonfinite_inputs_like_main_swav_or_raise_when_checked(where, value):
+    clean_z, clean_c = (t.float() for t in step_inputs(0, [2, 2], 3, 7))
+    z, c = clean_z, clean_c.clone()
+    output = z @ c.t()  # the prototypes are poisoned after: only the queue's scores see them
+    queue = make_problem(n_crops=2, batch=6, dim=4, seed=3).embeddings.view(2, 6, 4)  # full: used
+    {"output": output, "queue": queue, "prototypes": c}[where].view(-1)[1] = value
+    loss, _ = adapter.swav_loss_block(output, z, c, queue.clone(), nmb_crops=[2, 2])
+    expected, _ = transcribed_block(output, z, c, queue.clone(), False, [2, 2], [0, 1], 0.1, 0.05, 3)
+    assert_like_upstream(loss, expected, 1e-5)  # main_swav.py in float32, as it runs
+    if value == value and value > 0:  # NaN and +inf: never finite
+        assert not torch.isfinite(loss)
+    with pytest.raises(ValueError, match=re.escape(f"{where} contains NaN or infinite")):
+        adapter.swav_loss_block(output, z, c, queue.clone(), nmb_crops=[2, 2], check_finite_inputs=True)
+    poisoned_z = clean_z.clone()
+    poisoned_z[0, 0] = value  # enters the queue after this step's loss
+    clean_queue = make_problem(n_crops=2, batch=6, dim=4, seed=3).embeddings.view(2, 6, 4)
+    with pytest.raises(ValueError, match="embedding contains NaN or infinite"):
+        adapter.swav_loss_block(clean_z @ clean_c.t(), poisoned_z, clean_c, clean_queue, nmb_crops=[2, 2],
+                                check_finite_inputs=True)
+    scores = (clean_z @ clean_c.t())[:3]
+    scores[0, 1] = value
+    assert_like_upstream(adapter.distributed_sinkhorn(scores), transcribed_sinkhorn(scores, 0.05, 3), 1e-5)
+    with pytest.raises(ValueError, match="out contains NaN or infinite"):
+        adapter.distributed_sinkhorn(scores, check_finite_inputs=True)
 
 
 # ---- two gloo ranks equal one process on the concatenated batch -----------------------------

@@ -85,3 +85,30 @@ def test_adapters_whose_codes_sum_to_one_without_iterations(run):
 @pytest.mark.parametrize("run", [lightly_run, solo_run, facebook_run])
 def test_losses_without_sinkhorn_iterations_on_a_kernel_backend(run):
     compare(run, 0)  # code rows do not sum to 1 here: each lse is weighted by its codes' mass
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_nonfinite_scores_on_a_kernel_backend_as_on_the_reference(value):
+    """The kernel backends' glue lets a non-finite score through as the reference does (NaN
+    and +inf: a non-finite loss and codes; -inf: a zero weight)."""
+    def results(backend):
+        p = problem()
+        scores = p.scores.clone()
+        scores[4, 2] = value
+        crops = list(scores.split(3))
+        codes = [solo_learn.SinkhornKnopp(backend=backend)(c) for c in crops]
+        return torch.stack([
+            lightly.SwaVLoss(backend=backend)(crops[:2], crops[2:], list(p.queue_scores))[0],
+            solo_learn.swav_loss_func(crops, codes, backend=backend),
+            facebook_swav.swav_loss_block(scores, p.embeddings, p.prototypes, None, nmb_crops=[2, 2],
+                                          backend=backend)[0],
+            dinov2.sinkhorn_knopp_teacher(scores, 0.07, backend=backend).sum(),
+        ])
+
+    got, expected = results("oracle"), results("reference")
+    assert torch.equal(torch.isnan(got), torch.isnan(expected)) and torch.equal(torch.isinf(got), torch.isinf(expected))
+    finite = torch.isfinite(expected)
+    if value == float("-inf"):
+        assert rel_err(got[finite], expected[finite]) <= 1e-5
+    else:
+        assert not finite.any()

@@ -7,12 +7,13 @@ DESIGN §4's contract (1e-5 for loss and codes, 1e-4 for gradients); against lig
 float32 on the same inputs, 1e-5 for all three (``F32_TOL``: both sides are float32
 evaluations of one function, each within 1e-6 of float64 on these inputs, measured).
 """
+import re
 import sys
 
 import pytest
 import torch
 
-from compat_upstream import upstream
+from compat_upstream import assert_like_upstream, upstream
 from multiprocess import run_in_processes
 from problems import make_problem, rel_err
 from swav_kernels.compat import lightly as adapter
@@ -127,6 +128,46 @@ def test_patch_without_lightly_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "lightly.loss.swav_loss", None)  # as if it did not import
     with pytest.raises(ImportError, match="pip install lightly"):
         adapter.patch()
+
+
+# ---- non-finite inputs: a non-finite result, as in lightly; check_finite_inputs=True raises --
+INPUTS = ["high_resolution_outputs", "low_resolution_outputs", "queue_outputs"]
+
+
+def poisoned(where, value):
+    """Inputs with one non-finite entry in the last tensor of ``where``; its name."""
+    high, low, queue_scores = crop_scores(queue=4)
+    target = {"high_resolution_outputs": high, "low_resolution_outputs": low, "queue_outputs": queue_scores}[where]
+    target[-1][1, 2] = value
+    return high, low, queue_scores, f"{where}[{len(target) - 1}]"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("where", INPUTS)
+def test_nonfinite_inputs_give_a_nonfinite_loss_or_raise_when_checked(where, value):
+    high, low, queue_scores, name = poisoned(where, value)
+    assert not torch.isfinite(adapter.SwaVLoss()(high, low, queue_scores)).any()
+    with pytest.raises(ValueError, match=re.escape(name) + " contains NaN or infinite"):
+        adapter.SwaVLoss(check_finite_inputs=True)(high, low, queue_scores)
+    out = torch.cat((high[0], queue_scores[0]))
+    out[0, 0] = value
+    assert not torch.isfinite(adapter.sinkhorn(out)).all()
+    with pytest.raises(ValueError, match="out contains NaN or infinite"):
+        adapter.sinkhorn(out, check_finite_inputs=True)
+
+
+@pytest.mark.parametrize("iterations", [0, 3])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("where", INPUTS)
+def test_nonfinite_inputs_like_lightly(lightly, where, value, iterations):
+    """The same NaN / ±inf / finite result as lightly's (with 0 iterations, +inf in a queue
+    only blanks the codes of its crop, and -inf is a zero weight: finite, in both)."""
+    high, low, queue_scores, _ = poisoned(where, value)
+    kwargs = dict(sinkhorn_iterations=iterations)
+    assert_like_upstream(adapter.SwaVLoss(**kwargs)(high, low, queue_scores),
+                         lightly.SwaVLoss(**kwargs)(high, low, queue_scores), F32_TOL)
+    out = torch.cat((high[-1], queue_scores[-1]))
+    assert_like_upstream(adapter.sinkhorn(out, iterations), lightly.sinkhorn(out, iterations), F32_TOL)
 
 
 # ---- two gloo ranks equal one process on the concatenated batch -----------------------------

@@ -13,6 +13,7 @@ float64, DESIGN §4's contract (1e-5 for loss and codes, 1e-4 for gradients); ag
 solo-learn run in float32 on the same inputs, 1e-5 for all three (``F32_TOL``: both sides
 are float32 evaluations of one function, each within 1e-6 of float64 here, measured).
 """
+import re
 import sys
 import types
 
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from compat_upstream import upstream
+from compat_upstream import assert_like_upstream, upstream
 from multiprocess import run_in_processes
 from problems import make_problem, rel_err
 from swav_kernels import swapped_prediction_loss
@@ -211,6 +212,46 @@ def test_multicrop_through_patch(solo, monkeypatch):
     finally:
         adapter.unpatch()
     assert rel_err(loss, multicrop_loss_func([p.double() for p in preds], [a.double() for a in assignments])) <= 1e-5
+
+
+# ---- non-finite inputs: a non-finite result, as in solo-learn; check_finite_inputs=True raises -
+def poisoned(where, index, value, n_assign=4):
+    preds, assignments = multicrop_inputs(n_views=4, n_assign=n_assign)
+    {"preds": preds, "assignments": assignments}[where][index][1, 2] = value
+    return preds, assignments
+
+
+CASES_NONFINITE = [("preds", 0), ("preds", 3), ("assignments", 1)]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("where, index", CASES_NONFINITE)
+def test_nonfinite_inputs_give_a_nonfinite_loss_or_raise_when_checked(where, index, value):
+    for n_assign in (2, 4):  # the multi-crop call and one assignment per view
+        preds, assignments = poisoned(where, index, value, n_assign)
+        assert not torch.isfinite(adapter.swav_loss_func(preds, assignments))
+        with pytest.raises(ValueError, match=re.escape(f"{where}[{index}] contains NaN or infinite")):
+            adapter.swav_loss_func(preds, assignments, check_finite_inputs=True)
+    scores = preds[0].clone()
+    scores[0, 0] = value
+    assert not torch.isfinite(adapter.SinkhornKnopp()(scores)).all()
+    with pytest.raises(ValueError, match="Q contains NaN or infinite"):
+        adapter.SinkhornKnopp(check_finite_inputs=True)(scores)
+
+
+@pytest.mark.parametrize("iterations", [0, 3])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("where, index", CASES_NONFINITE)
+def test_nonfinite_inputs_like_solo_learn(solo, where, index, value, iterations):
+    """The same NaN / ±inf / finite result as solo-learn's (-inf scores are zero weights in
+    the Sinkhorn: finite codes in both)."""
+    preds, assignments = poisoned(where, index, value)  # one assignment per view, as 1.0.2 needs
+    assert_like_upstream(adapter.swav_loss_func(preds, assignments),
+                         solo.losses.swav_loss_func(preds, assignments), F32_TOL)
+    scores = preds[index].clone()
+    scores[0, 0] = value
+    assert_like_upstream(adapter.SinkhornKnopp(iterations)(scores), solo.knopp.SinkhornKnopp(iterations)(scores),
+                         F32_TOL)
 
 
 # ---- two gloo ranks equal one process on the concatenated batch -----------------------------

@@ -171,6 +171,29 @@ def test_patch_and_unpatch(vissl, monkeypatch):
     assert vissl.SwAVCriterion.forward is original_forward
 
 
+# ---- non-finite inputs: a non-finite loss; check_finite_inputs=True raises --------------------
+# (VISSL's own code is not compared here: on a NaN loss it dumps the scores through iopath,
+# which the test loader stubs)
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("where", ["scores", "queue"])
+def test_nonfinite_inputs_give_a_nonfinite_loss_or_raise_when_checked(where, value):
+    cfg = config(num_prototypes=(7,), queue_length=3, start_iter=0)
+    problem = make_problem(n_crops=4, batch=3, prototypes=7, dim=4)
+    embeddings, scores = problem.embeddings, problem.scores
+    for check in (False, True):
+        torch.manual_seed(0)
+        loss_fn = adapter.SwAVLoss(cfg, check_finite_inputs=check)
+        if where == "scores":
+            scores[4, 2] = value
+        else:
+            loss_fn.swav_criterion.local_queue0[1, 0, 3] = value
+        if check:
+            with pytest.raises(ValueError, match="scores of head 0" if where == "scores" else "local_queue0"):
+                loss_fn([embeddings, scores], None)
+        else:
+            assert not torch.isfinite(loss_fn([embeddings, scores], None))
+
+
 # ---- two gloo ranks equal one process on the concatenated batch -----------------------------
 WORLD = 2
 # queue length = per-rank batch: after one step each rank's queue is its own batch, so the ranks'

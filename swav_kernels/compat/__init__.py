@@ -3,7 +3,9 @@
 One module per trainer, each keeping the original's signatures, defaults, input layouts
 and return conventions, and computing through ``swav_kernels.swav_loss`` /
 ``swav_kernels.sinkhorn`` (kernel backends where the device allows, the reference
-elsewhere; every adapter takes a keyword-only ``backend=``):
+elsewhere; every adapter takes a keyword-only ``backend=``, and a keyword-only
+``check_finite_inputs=`` that is False by default: non-finite inputs then give a
+non-finite result, as in the trainers; True raises ValueError naming the input):
 
 - ``compat.lightly``: ``SwaVLoss``, ``sinkhorn``; ``patch()`` / ``unpatch()``.
 - ``compat.solo_learn``: ``swav_loss_func``, ``SinkhornKnopp``; ``patch()`` / ``unpatch()``.

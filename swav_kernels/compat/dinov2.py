@@ -12,7 +12,10 @@
   the codes when ``n_iterations=0`` (with iterations the rows sum to 1 whatever it is).
 
 Both return float32 codes ``(N, K)`` and reduce over every rank when torch.distributed is
-initialised. Differences, deliberate: ``n_masked_patches_tensor`` is not all-reduced in
+initialised. NaN or ±inf in ``teacher_output`` (or in a floating-point
+``n_masked_patches_tensor``) gives non-finite codes, as in DINOv2 (no check, no host sync);
+``check_finite_inputs=True`` (keyword only) raises ValueError naming the input instead (one
+host sync per call). Differences, deliberate: ``n_masked_patches_tensor`` is not all-reduced in
 place (the original sums the caller's tensor over ranks as a side effect), and without
 torch.distributed no collective is called (the original's iBOT method fails there).
 
@@ -26,7 +29,7 @@ import torch
 from ..distributed import all_reduce_sum_, global_row_count
 from ..loss import sinkhorn
 from ..validation import check_tensor
-from ._common import default_process_group
+from ._common import check_inputs_finite, default_process_group
 from ._patching import Patch, import_trainer
 
 __all__ = ["sinkhorn_knopp_teacher", "ibot_sinkhorn_knopp_teacher", "patch", "unpatch"]
@@ -40,13 +43,17 @@ def sinkhorn_knopp_teacher(
     *,
     process_group=None,
     backend: str = "auto",
+    check_finite_inputs: bool = False,
 ) -> torch.Tensor:
     """Codes ``(N, K)`` float32 of the teacher's ``(N, K)`` logits, ``ε = teacher_temp``.
 
     ``process_group``: None reduces over the default group when torch.distributed is
-    initialised."""
+    initialised. ``check_finite_inputs``: raise ValueError if ``teacher_output`` holds NaN
+    or ±inf (one host sync); by default the codes are then non-finite, as in DINOv2."""
+    check_inputs_finite(check_finite_inputs, {"teacher_output": teacher_output})
     return sinkhorn(teacher_output.float(), epsilon=teacher_temp, iterations=n_iterations,
-                    process_group=default_process_group(process_group), backend=backend)
+                    process_group=default_process_group(process_group), backend=backend,
+                    check_finite_inputs=False)
 
 
 @torch.no_grad()
@@ -58,13 +65,24 @@ def ibot_sinkhorn_knopp_teacher(
     *,
     process_group=None,
     backend: str = "auto",
+    check_finite_inputs: bool = False,
 ) -> torch.Tensor:
     """Codes ``(M, K)`` float32 of this rank's ``(M, K)`` masked-patch logits (M may differ
     per rank). With ``n_iterations=0`` the codes are ``exp(x/ε) / Σ exp(x/ε)`` summed over
-    ranks, times the sum over ranks of ``n_masked_patches_tensor``, as in DINOv2."""
+    ranks, times the sum over ranks of ``n_masked_patches_tensor``, as in DINOv2.
+    ``check_finite_inputs``: raise ValueError if ``teacher_output`` or
+    ``n_masked_patches_tensor`` holds NaN or ±inf (one host sync); by default the codes are
+    then non-finite, as in DINOv2 (with iterations, a non-finite count makes this rank's
+    codes NaN; DINOv2 all-reduces it first)."""
+    if check_finite_inputs:  # one stack of flags, so the count joins the logits' device
+        check_inputs_finite(True, {"teacher_output": teacher_output,
+                                   "n_masked_patches_tensor": n_masked_patches_tensor.to(teacher_output.device)})
     group = default_process_group(process_group)
     codes = sinkhorn(teacher_output.float(), epsilon=teacher_temp, iterations=n_iterations,
-                     process_group=group, backend=backend)
+                     process_group=group, backend=backend, check_finite_inputs=False)
+    if n_iterations > 0 and n_masked_patches_tensor.is_floating_point():
+        # DINOv2 divides by the count and multiplies by it again: NaN for a NaN or ±inf count
+        codes = codes + 0 * n_masked_patches_tensor.detach().to(codes.device, codes.dtype).sum()
     if n_iterations == 0:  # the sinkhorn scaled by the global row count; DINOv2 scales by Σ n_masked
         check_tensor("n_masked_patches_tensor", n_masked_patches_tensor.to(torch.float64), (0, 1))
         masked = all_reduce_sum_(n_masked_patches_tensor.detach().to(codes.device, torch.float64).sum(), group)

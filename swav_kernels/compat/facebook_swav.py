@@ -19,6 +19,10 @@
   ``B`` rows and the batch's assign-crop embeddings enter at the front, in place, as the
   original does. The loss is 0-d in ``output``'s dtype (float32 under autocast).
 
+NaN or ±inf in ``output`` (or in the queue that is used) gives a non-finite loss, as in
+``main_swav.py`` (no check, no host sync); ``check_finite_inputs=True`` (keyword only, on
+both functions) raises ValueError naming the input instead (one host sync per call).
+
 Differences, all deliberate: no overflow in the Sinkhorn; the decision to use the queue is
 taken once for all assign crops (the original decides per crop; the two differ only if a
 stored embedding is exactly zero in one crop's queue and not in another's); with
@@ -33,7 +37,7 @@ import torch
 
 from ..loss import sinkhorn, swav_loss
 from ..validation import check_crops_for_assign, check_n_crops, check_tensor
-from ._common import default_process_group, loss_dtype
+from ._common import check_inputs_finite, default_process_group, loss_dtype
 
 __all__ = ["distributed_sinkhorn", "swav_loss_block"]
 
@@ -50,13 +54,18 @@ def distributed_sinkhorn(
     *,
     process_group=None,
     backend: str = "auto",
+    check_finite_inputs: bool = False,
 ) -> torch.Tensor:
     """Codes ``(N, K)`` of scores ``out (N, K)`` in ``out``'s dtype.
 
     ``process_group``: None reduces over the default group when torch.distributed is
-    initialised, as ``main_swav.py`` does, and runs locally otherwise."""
+    initialised, as ``main_swav.py`` does, and runs locally otherwise.
+    ``check_finite_inputs``: raise ValueError if ``out`` holds NaN or ±inf (one host sync);
+    by default the codes are then non-finite, as in ``main_swav.py``."""
+    check_inputs_finite(check_finite_inputs, {"out": out})
     codes = sinkhorn(out, epsilon=epsilon, iterations=sinkhorn_iterations,
-                     process_group=default_process_group(process_group), backend=backend)
+                     process_group=default_process_group(process_group), backend=backend,
+                     check_finite_inputs=False)
     return codes.to(out.dtype)
 
 
@@ -89,6 +98,7 @@ def swav_loss_block(
     sinkhorn_iterations: int | None = None,
     process_group=None,
     backend: str = "auto",
+    check_finite_inputs: bool = False,
 ) -> tuple[torch.Tensor, bool]:
     """The loss block of ``main_swav.py``'s ``train()``.
 
@@ -103,6 +113,10 @@ def swav_loss_block(
         nmb_crops, crops_for_assign, temperature, epsilon, sinkhorn_iterations: as ``args.*``.
         process_group: None: the default group when torch.distributed is initialised.
         backend: swav_kernels backend.
+        check_finite_inputs: raise ValueError naming ``output`` (or, with a queue,
+            ``embedding``, ``queue`` or ``prototypes``) if it holds NaN or ±inf (one host
+            sync). False (default): non-finite inputs give a non-finite loss, as in
+            ``main_swav.py``.
 
     Returns:
         ``(loss, use_the_queue)``: the 0-d loss and the flag to pass at the next step.
@@ -128,6 +142,10 @@ def swav_loss_block(
         check_tensor("prototypes", prototypes, 2)
         if prototypes.shape[1] != embedding.shape[1]:
             raise ValueError(f"prototypes must have shape (K, D={embedding.shape[1]}), got {tuple(prototypes.shape)}")
+    with_queue = queue is not None
+    check_inputs_finite(check_finite_inputs, {"output": output, "embedding": embedding if with_queue else None,
+                                              "queue": queue, "prototypes": prototypes if with_queue else None})
+    if queue is not None:
         with torch.no_grad():
             if not use_the_queue and bool((queue[:, -1] != 0).any()):
                 use_the_queue = True
@@ -143,6 +161,7 @@ def swav_loss_block(
         queue_scores=queue_scores,
         process_group=default_process_group(process_group),
         backend=backend,
+        check_finite_inputs=False,
     )
     if queue is not None:  # shift and refill (main_swav.py does it before its Sinkhorn: same result)
         with torch.no_grad():

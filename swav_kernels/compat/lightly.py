@@ -10,7 +10,10 @@ defaults, input layouts and return conventions:
 - the Sinkhorn is rank-local unless ``sinkhorn_gather_distributed`` and torch.distributed
   is initialised, then it runs over the default group;
 - ``forward`` returns shape ``(1,)`` in the dtype of the inputs; ``sinkhorn`` returns codes
-  in the dtype of ``out``.
+  in the dtype of ``out``;
+- NaN or ±inf in an input gives a non-finite loss or codes, as in lightly (no check, no
+  host sync); ``check_finite_inputs=True`` (keyword only, on ``SwaVLoss`` and ``sinkhorn``)
+  raises ValueError naming the input instead (one host sync per call).
 
 Differences, all deliberate: the Sinkhorn cannot overflow (lightly's ``exp(out/ε)`` is
 inf once a score exceeds ~4.4 at ε=0.05 in float32, ~0.55 in float16); with iterations=0
@@ -33,7 +36,7 @@ from torch import Tensor, nn
 
 from ..loss import sinkhorn as _sinkhorn
 from ..loss import swav_loss
-from ._common import default_process_group
+from ._common import check_inputs_finite, default_process_group
 from ._patching import Patch, everywhere, import_trainer
 
 __all__ = ["SwaVLoss", "sinkhorn", "patch", "unpatch"]
@@ -52,13 +55,18 @@ def sinkhorn(
     gather_distributed: bool = False,
     *,
     backend: str = "auto",
+    check_finite_inputs: bool = False,
 ) -> Tensor:
     """lightly's ``sinkhorn``: codes ``(N, K)`` of scores ``out (N, K)``, in ``out``'s dtype.
 
     ``gather_distributed``: the column sums and the total run over every rank of the
-    default group (when torch.distributed is initialised)."""
+    default group (when torch.distributed is initialised). ``check_finite_inputs``
+    (keyword only): raise ValueError if ``out`` holds NaN or ±inf (one host sync); by
+    default non-finite scores give non-finite codes, as in lightly."""
+    check_inputs_finite(check_finite_inputs, {"out": out})
     codes = _sinkhorn(out, epsilon=epsilon, iterations=iterations,
-                      process_group=_gather_group(gather_distributed), backend=backend)
+                      process_group=_gather_group(gather_distributed), backend=backend,
+                      check_finite_inputs=False)
     return codes.to(out.dtype)
 
 
@@ -87,6 +95,8 @@ def _forward(
                 f"{[tuple(q.shape) if isinstance(q, Tensor) else type(q).__name__ for q in queue_outputs]}"
             )
         queue_scores = torch.stack([q.detach() for q in queue_outputs])
+    check_inputs_finite(getattr(self, "check_finite_inputs", False), {
+        "high_resolution_outputs": high, "low_resolution_outputs": low, "queue_outputs": queue_outputs})
     loss = swav_loss(
         high + low,
         crops_for_assign=tuple(range(len(high))),
@@ -96,6 +106,7 @@ def _forward(
         queue_scores=queue_scores,
         process_group=_gather_group(self.sinkhorn_gather_distributed),
         backend=getattr(self, "backend", "auto"),
+        check_finite_inputs=False,
     )
     return loss.to(high[0].dtype).reshape(1)
 
@@ -109,6 +120,9 @@ class SwaVLoss(nn.Module):
         sinkhorn_epsilon: ε of the Sinkhorn.
         sinkhorn_gather_distributed: Sinkhorn sums over every rank of the default group.
         backend: swav_kernels backend (keyword only; ``"auto"`` picks a kernel where one runs).
+        check_finite_inputs: raise ValueError naming the input that holds NaN or ±inf (keyword
+            only; one host sync per call). False (default): non-finite inputs give a
+            non-finite loss, as in lightly.
 
     ``forward(high_resolution_outputs, low_resolution_outputs, queue_outputs=None)`` takes
     lists of ``(B, K)`` scores (and ``(L, K)`` queue scores per high-resolution crop) and
@@ -123,6 +137,7 @@ class SwaVLoss(nn.Module):
         sinkhorn_gather_distributed: bool = False,
         *,
         backend: str = "auto",
+        check_finite_inputs: bool = False,
     ):
         super().__init__()
         if sinkhorn_gather_distributed and not dist.is_available():
@@ -135,6 +150,7 @@ class SwaVLoss(nn.Module):
         self.sinkhorn_epsilon = sinkhorn_epsilon
         self.sinkhorn_gather_distributed = sinkhorn_gather_distributed
         self.backend = backend
+        self.check_finite_inputs = check_finite_inputs
 
     def subloss(self, z: Tensor, q: Tensor) -> Tensor:
         """lightly's cross-entropy of one prediction ``z (B, K)`` against codes ``q (B, K)``

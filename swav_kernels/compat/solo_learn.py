@@ -14,6 +14,10 @@
   codes ``(N, K)`` in Q's dtype; the sums run over every rank whenever torch.distributed is
   initialised (a group of one rank makes no collective call).
 
+NaN or ±inf in an input gives a non-finite loss or codes, as in solo-learn (no check, no
+host sync); ``check_finite_inputs=True`` (keyword only, on ``swav_loss_func`` and
+``SinkhornKnopp``) raises ValueError naming the input instead (one host sync per call).
+
 solo-learn's prototypes are a weight-normalised linear layer: pass its output as ``preds``
 and the gradient flows through the normalisation as before.
 
@@ -34,14 +38,19 @@ import torch
 from torch import nn
 
 from ..loss import sinkhorn, swapped_prediction_loss
-from ._common import default_process_group, loss_dtype
+from ._common import check_inputs_finite, default_process_group, loss_dtype
 from ._patching import Patch, everywhere, import_trainer
 
 __all__ = ["SinkhornKnopp", "swav_loss_func", "patch", "unpatch"]
 
 
 def swav_loss_func(
-    preds: List[torch.Tensor], assignments: List[torch.Tensor], temperature: float = 0.1, *, backend: str = "auto"
+    preds: List[torch.Tensor],
+    assignments: List[torch.Tensor],
+    temperature: float = 0.1,
+    *,
+    backend: str = "auto",
+    check_finite_inputs: bool = False,
 ) -> torch.Tensor:
     """solo-learn's SwAV loss.
 
@@ -51,6 +60,9 @@ def swav_loss_func(
             entries beyond V are ignored): ``assignments[v]`` is predicted from every view but v.
         temperature: τ.
         backend: swav_kernels backend (keyword only).
+        check_finite_inputs: raise ValueError naming the entry of preds or assignments that
+            holds NaN or ±inf (keyword only; one host sync). False (default): non-finite
+            inputs give a non-finite loss, as in solo-learn.
     """
     preds = list(preds)
     assignments = list(assignments)
@@ -59,16 +71,20 @@ def swav_loss_func(
     if not assignments:
         raise ValueError("assignments is empty; pass the (B, K) codes of at least one view")
     assignments = assignments[: len(preds)]
+    check_inputs_finite(check_finite_inputs, {"preds": preds, "assignments": assignments})
     codes = torch.stack([a.detach() for a in assignments])
-    loss = swapped_prediction_loss(preds, codes, range(len(assignments)), temperature, backend)
+    loss = swapped_prediction_loss(preds, codes, range(len(assignments)), temperature, backend,
+                                   check_finite_inputs=False)
     return loss.to(loss_dtype(preds[0], assignments[0]))
 
 
 @torch.no_grad()
 def _sinkhorn_knopp_forward(self, Q: torch.Tensor) -> torch.Tensor:
     """Codes ``(N, K)`` of scores ``Q (N, K)``, in Q's dtype."""
+    check_inputs_finite(getattr(self, "check_finite_inputs", False), {"Q": Q})
     codes = sinkhorn(Q, epsilon=self.epsilon, iterations=self.num_iters,
-                     process_group=default_process_group(), backend=getattr(self, "backend", "auto"))
+                     process_group=default_process_group(), backend=getattr(self, "backend", "auto"),
+                     check_finite_inputs=False)
     return codes.to(Q.dtype)
 
 
@@ -79,14 +95,19 @@ class SinkhornKnopp(nn.Module):
         num_iters: Sinkhorn iterations (≥ 0). epsilon: ε.
         world_size: kept for compatibility; the global row count is measured instead.
         backend: swav_kernels backend (keyword only).
+        check_finite_inputs: ``forward`` raises ValueError if Q holds NaN or ±inf (keyword
+            only; one host sync per call). False (default): non-finite scores give
+            non-finite codes, as in solo-learn.
     """
 
-    def __init__(self, num_iters: int = 3, epsilon: float = 0.05, world_size: int = 1, *, backend: str = "auto"):
+    def __init__(self, num_iters: int = 3, epsilon: float = 0.05, world_size: int = 1, *, backend: str = "auto",
+                 check_finite_inputs: bool = False):
         super().__init__()
         self.num_iters = num_iters
         self.epsilon = epsilon
         self.world_size = world_size
         self.backend = backend
+        self.check_finite_inputs = check_finite_inputs
 
     forward = _sinkhorn_knopp_forward
 

@@ -20,6 +20,10 @@ queue.local_queue_length``) and ``forward(output, target)`` over
 - the Sinkhorn sums run over every rank when torch.distributed is initialised; with
   ``num_iters=0`` the codes are ``softmax(scores/ε)``, as VISSL's final normalisation gives.
 
+NaN or ±inf in the scores gives a non-finite loss (no check);
+``check_finite_inputs=True`` (keyword only, on ``SwAVLoss`` and ``SwAVCriterion``) raises
+ValueError naming the head's scores (or score queue) instead (one host sync).
+
 Not reproduced: ``shk_powerlaw`` (raises ValueError); the dump of scores on a NaN loss
 (``output_dir`` is kept but unused: the Sinkhorn here cannot overflow, so VISSL's inf
 replacement and ``1e-12`` padding of empty prototypes have nothing to do).
@@ -37,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..loss import sinkhorn, swapped_prediction_loss
-from ._common import default_process_group
+from ._common import check_inputs_finite, default_process_group
 from ._patching import Patch, import_trainer
 
 __all__ = ["SwAVCriterion", "SwAVLoss", "patch", "unpatch"]
@@ -65,27 +69,33 @@ def _criterion_forward(self, scores: torch.Tensor, head_id: int) -> torch.Tensor
     batch = scores.shape[0] // self.num_crops
     crops = [int(c) for c in self.crops_for_assign]
     backend = getattr(self, "backend", "auto")
+    queue = getattr(self, "local_queue" + str(head_id)) if self.use_queue else None
+    check_inputs_finite(getattr(self, "check_finite_inputs", False),
+                        {f"scores of head {head_id}": scores, f"local_queue{head_id}": queue})
     with torch.no_grad():
         rows = scores.detach().view(self.num_crops, batch, -1)[crops]
         if self.use_queue:
-            queue = getattr(self, "local_queue" + str(head_id))
             rows = torch.cat((rows, queue.to(rows.dtype)), dim=1)
         if self.use_double_prec:
             rows = rows.double()
         codes = sinkhorn(rows, epsilon=self.epsilon, iterations=self.nmb_sinkhornknopp_iters,
-                         process_group=default_process_group(), backend=backend)[:, :batch]
+                         process_group=default_process_group(), backend=backend,
+                         check_finite_inputs=False)[:, :batch]
         if self.nmb_sinkhornknopp_iters == 0:  # VISSL's last step makes every sample's codes sum to 1
             codes = codes / codes.sum(dim=-1, keepdim=True)
         codes = codes.float()
         if bool(self.num_iteration < self.temp_hard_assignment_iters):
             codes = F.one_hot(codes.argmax(dim=-1), codes.shape[-1]).to(codes.dtype)
     predictions = scores.double() if self.use_double_prec else scores
-    return swapped_prediction_loss(predictions, codes, crops, self.temperature, backend).float()
+    return swapped_prediction_loss(predictions, codes, crops, self.temperature, backend,
+                                   check_finite_inputs=False).float()
 
 
 class SwAVCriterion(nn.Module):
     """VISSL's ``SwAVCriterion`` (one head at a time) computed by swav_kernels; arguments
-    and attributes as in VISSL, plus ``backend`` (keyword only)."""
+    and attributes as in VISSL, plus ``backend`` and ``check_finite_inputs`` (keyword only;
+    True: raise ValueError if the scores or the score queue hold NaN or ±inf, one host sync;
+    False, the default: they give a non-finite loss)."""
 
     def __init__(
         self,
@@ -103,6 +113,7 @@ class SwAVCriterion(nn.Module):
         shk_powerlaw: float = 0.0,
         *,
         backend: str = "auto",
+        check_finite_inputs: bool = False,
     ):
         super().__init__()
         if shk_powerlaw:
@@ -121,6 +132,7 @@ class SwAVCriterion(nn.Module):
         self.output_dir = output_dir
         self.shk_powerlaw = shk_powerlaw
         self.backend = backend
+        self.check_finite_inputs = check_finite_inputs
         self.register_buffer("num_iteration", torch.zeros(1, dtype=torch.long))
         self.use_queue = False
         if local_queue_length > 0:
@@ -160,9 +172,11 @@ class SwAVLoss(nn.Module):
 
     ``forward(output, target=None)``: ``output = [embedding, scores_head0, …]``; returns the
     0-d float32 loss averaged over heads (``target`` is ignored, as in VISSL).
+    ``check_finite_inputs`` (keyword only): raise ValueError naming the head whose scores
+    hold NaN or ±inf (one host sync per head); False (default): a non-finite loss.
     """
 
-    def __init__(self, loss_config, *, backend: str = "auto"):
+    def __init__(self, loss_config, *, backend: str = "auto", check_finite_inputs: bool = False):
         super().__init__()
         self.loss_config = loss_config
         queue = _config(loss_config, "queue")
@@ -181,11 +195,12 @@ class SwAVLoss(nn.Module):
             _config(loss_config, "output_dir", ""),
             _config(loss_config, "shk_powerlaw", 0.0),
             backend=backend,
+            check_finite_inputs=check_finite_inputs,
         )
 
     @classmethod
-    def from_config(cls, loss_config, *, backend: str = "auto") -> "SwAVLoss":
-        return cls(loss_config, backend=backend)
+    def from_config(cls, loss_config, *, backend: str = "auto", check_finite_inputs: bool = False) -> "SwAVLoss":
+        return cls(loss_config, backend=backend, check_finite_inputs=check_finite_inputs)
 
     def forward(self, output, target=None) -> torch.Tensor:
         criterion = self.swav_criterion
