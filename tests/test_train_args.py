@@ -93,3 +93,36 @@ def test_command_line_error_has_no_traceback():
     )
     assert result.returncode == 2
     assert "error:" in result.stderr and "Traceback" not in result.stderr
+
+
+def _help_entries(text: str) -> dict[str, str]:
+    """``--help`` output → {option string: its help text, lines joined}."""
+    entries, current = {}, None
+    for line in text.splitlines():
+        if line.startswith("  -"):  # "  --opt METAVAR   help…" or "  --a, --b"
+            head, _, rest = line.strip().partition("  ")
+            current = head.split(",")[0].split(" ")[0]
+            entries[current] = rest.strip()
+        elif current is not None and line.startswith("    "):
+            entries[current] += " " + line.strip()
+        else:
+            current = None
+    return entries
+
+
+def test_help_states_each_default_once(capsys, monkeypatch):
+    """Every option's help shows exactly one default, and never the placeholder None."""
+    monkeypatch.setenv("COLUMNS", "100")
+    from swav_kernels.train.args import build_parser
+
+    parser = build_parser()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    entries = _help_entries(capsys.readouterr().out)
+    options = [action.option_strings[0] for action in parser._actions if action.option_strings[0] != "-h"]
+    assert len(options) > 40 and set(entries) == {"-h", *options}, sorted(set(entries) ^ {"-h", *options})
+    for option in options:
+        text = entries[option]
+        assert text.count("(default") == 1, f"{option}: {text}"
+        assert "(default: None)" not in text, f"{option}: {text}"

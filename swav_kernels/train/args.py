@@ -79,6 +79,18 @@ class Parser(argparse.ArgumentParser):
         return args
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default once: ``(default: …)`` is appended only where the help
+    text does not state the default itself (the preset options give both presets' values,
+    the device-dependent ones say what decides)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or "%(default)" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -115,19 +127,19 @@ def build_parser() -> Parser:
         "Without --data it trains on scikit-learn's 8x8 digits and compares k-NN and linear-probe accuracy "
         "of the trained features with the randomly initialised network. Unset options take the digits "
         "defaults, or with --data the paper's ImageNet recipe.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     data = parser.add_argument_group("data")
     data.add_argument("--data", default=None, help="ImageFolder directory (default: built-in digits)")
-    data.add_argument("--nmb-crops", type=_positive_int, nargs="+", help="crops per resolution (digits: 2 2; paper: 2 6)")
-    data.add_argument("--size-crops", type=_positive_int, nargs="+", help="crop sizes in pixels (digits: 12 6; paper: 224 96)")
-    data.add_argument("--min-scale-crops", type=_positive_float, nargs="+", help="RandomResizedCrop min area share (digits: 0.5 0.25; paper: 0.14 0.05)")
-    data.add_argument("--max-scale-crops", type=_positive_float, nargs="+", help="RandomResizedCrop max area share (digits: 1 0.5; paper: 1 0.14)")
-    data.add_argument("--jitter-strength", type=_non_negative_float, help="colour jitter strength s: ColorJitter(0.8s, 0.8s, 0.8s, 0.2s) (digits: 0; paper: 1)")
-    data.add_argument("--blur-prob", type=_non_negative_float, help="Gaussian blur probability (digits: 0; paper: 0.5)")
+    data.add_argument("--nmb-crops", type=_positive_int, nargs="+", help="crops per resolution (default: digits 2 2; paper 2 6)")
+    data.add_argument("--size-crops", type=_positive_int, nargs="+", help="crop sizes in pixels (default: digits 12 6; paper 224 96)")
+    data.add_argument("--min-scale-crops", type=_positive_float, nargs="+", help="RandomResizedCrop min area share (default: digits 0.5 0.25; paper 0.14 0.05)")
+    data.add_argument("--max-scale-crops", type=_positive_float, nargs="+", help="RandomResizedCrop max area share (default: digits 1 0.5; paper 1 0.14)")
+    data.add_argument("--jitter-strength", type=_non_negative_float, help="colour jitter strength s: ColorJitter(0.8s, 0.8s, 0.8s, 0.2s) (default: digits 0; paper 1)")
+    data.add_argument("--blur-prob", type=_non_negative_float, help="Gaussian blur probability (default: digits 0; paper 0.5)")
     data.add_argument("--digits-size", type=_positive_int, default=32, help="digits are upsampled from 8x8 to this")
     data.add_argument("--size-dataset", type=int, default=-1, help="use only the first N images (-1: all)")
-    data.add_argument("--workers", type=_non_negative_int, help="data-loading processes (digits: 1; paper: 8)")
+    data.add_argument("--workers", type=_non_negative_int, help="data-loading processes (default: digits 1; paper 8)")
 
     swav = parser.add_argument_group("swav")
     swav.add_argument("--crops-for-assign", type=int, nargs="+", default=[0, 1], help="crops whose codes are predicted")
@@ -135,34 +147,34 @@ def build_parser() -> Parser:
     swav.add_argument("--epsilon", type=_positive_float, default=0.05, help="Sinkhorn regularisation")
     swav.add_argument("--sinkhorn-iterations", type=_non_negative_int, default=3, help="Sinkhorn iterations")
     swav.add_argument("--feat-dim", type=_positive_int, default=128, help="embedding dimension D")
-    swav.add_argument("--nmb-prototypes", type=_positive_int, help="prototypes K (digits: 30; paper: 3000)")
-    swav.add_argument("--queue-length", type=_non_negative_int, help="queued embeddings over all ranks, 0: none (digits: 256; paper: 3840)")
-    swav.add_argument("--epoch-queue-starts", type=_non_negative_int, help="first epoch that uses the queue (digits: 2; paper: 15)")
+    swav.add_argument("--nmb-prototypes", type=_positive_int, help="prototypes K (default: digits 30; paper 3000)")
+    swav.add_argument("--queue-length", type=_non_negative_int, help="queued embeddings over all ranks, 0: none (default: digits 256; paper 3840)")
+    swav.add_argument("--epoch-queue-starts", type=_non_negative_int, help="first epoch that uses the queue (default: digits 2; paper 15)")
     swav.add_argument(
         "--loss-backend", default="auto", choices=backend_names(), help="swav_kernels backend computing the loss"
     )
 
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=_positive_int, help="training epochs (digits: 5; paper: 200)")
-    optim.add_argument("--batch-size", type=_positive_int, help="images per rank and step (digits: 32; paper: 64)")
-    optim.add_argument("--base-lr", type=_positive_float, help="peak learning rate, LARS-scaled (digits: 0.6; paper: 0.6)")
-    optim.add_argument("--final-lr", type=_non_negative_float, help="learning rate at the end of the cosine (digits and paper: base / 1000)")
+    optim.add_argument("--epochs", type=_positive_int, help="training epochs (default: digits 5; paper 200)")
+    optim.add_argument("--batch-size", type=_positive_int, help="images per rank and step (default: digits 32; paper 64)")
+    optim.add_argument("--base-lr", type=_positive_float, help="peak learning rate, LARS-scaled (default: digits 0.6; paper 0.6)")
+    optim.add_argument("--final-lr", type=_non_negative_float, help="learning rate at the end of the cosine (default: digits 0.0006; paper 0.0006)")
     optim.add_argument(
-        "--freeze-prototypes-niters", type=_non_negative_int, help="iterations whose prototype gradient is dropped (digits: 42 = 1 epoch; paper: 5005)"
+        "--freeze-prototypes-niters", type=_non_negative_int, help="iterations whose prototype gradient is dropped (default: digits 42 = 1 epoch; paper 5005)"
     )
     optim.add_argument("--wd", type=_non_negative_float, default=1e-6, help="weight decay")
-    optim.add_argument("--warmup-epochs", type=_non_negative_int, help="linear warm-up epochs (digits: 1; paper: 0)")
+    optim.add_argument("--warmup-epochs", type=_non_negative_int, help="linear warm-up epochs (default: digits 1; paper 0)")
     optim.add_argument("--start-warmup", type=_non_negative_float, default=0.0, help="learning rate at step 0")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--arch", choices=arch_names(), help="backbone (digits: resnet8; paper: resnet50)")
-    model.add_argument("--width", type=_positive_int, help="first-stage width of resnet8/14/20 (digits: 8)")
+    model.add_argument("--arch", choices=arch_names(), help="backbone (default: digits resnet8; paper resnet50)")
+    model.add_argument("--width", type=_positive_int, help="first-stage width of resnet8/14/20 (default: digits 8; paper 32)")
     model.add_argument(
         "--small-stem",
         action=argparse.BooleanOptionalAction,
-        help="torchvision ResNets: 3x3 stride-1 stem, no max-pool (for tiny images)",
+        help="torchvision ResNets: 3x3 stride-1 stem, no max-pool, for tiny images (default: off)",
     )
-    model.add_argument("--hidden-mlp", type=_non_negative_int, help="projection head hidden width, 0: one Linear (digits: 256; paper: 2048)")
+    model.add_argument("--hidden-mlp", type=_non_negative_int, help="projection head hidden width, 0: one Linear (default: digits 256; paper 2048)")
 
     run = parser.add_argument_group("run")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
