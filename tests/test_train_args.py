@@ -19,6 +19,7 @@ def test_digits_preset_without_data():
 
 
 def test_paper_preset_with_data(tmp_path):
+    (tmp_path / "class0").mkdir()  # an ImageFolder needs one sub-directory per class
     args = parse_args(["--data", str(tmp_path)])
     assert (args.arch, args.nmb_crops, args.size_crops, args.nmb_prototypes) == ("resnet50", [2, 6], [224, 96], 3000)
     assert (args.min_scale_crops, args.max_scale_crops) == ([0.14, 0.05], [1.0, 0.14])
@@ -126,3 +127,19 @@ def test_help_states_each_default_once(capsys, monkeypatch):
         text = entries[option]
         assert text.count("(default") == 1, f"{option}: {text}"
         assert "(default: None)" not in text, f"{option}: {text}"
+
+
+@pytest.mark.parametrize("layout", ["empty", "class folder without images"])
+def test_data_without_images_is_a_usage_error_and_creates_nothing(layout, capsys, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    if layout != "empty":
+        (images / "cat").mkdir()
+        (images / "cat" / "notes.txt").write_text("not an image")
+    dump = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data", str(images), "--dump-path", str(dump), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "usage: swav-train" in err
+    assert f"--data {str(images)!r}" in err and "ImageFolder" in err
+    assert not dump.exists()

@@ -236,6 +236,9 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error(f"--blur-prob must be in [0, 1], got {args.blur_prob}")
     if args.data is not None and not os.path.isdir(args.data):
         parser.error(f"--data {args.data!r} is not a directory (expected an ImageFolder: one sub-directory per class)")
+    if args.data is not None and not any(entry.is_dir() for entry in os.scandir(args.data)):
+        parser.error(f"--data {args.data!r} has no sub-directories (expected an ImageFolder: one sub-directory of "
+                     "images per class)")
     if args.resume and not os.path.isfile(os.path.join(args.dump_path, "checkpoint.pt")):
         parser.error(f"--resume: no checkpoint.pt in --dump-path {args.dump_path!r}")
     if args.size_dataset < -1:

@@ -104,7 +104,13 @@ def build_loader(args, rt: runtime.Runtime) -> DataLoader:
     multi_crop = data.MultiCrop(
         args.size_crops, args.nmb_crops, args.min_scale_crops, args.max_scale_crops, args.jitter_strength, args.blur_prob
     )
-    dataset = data.pretrain_dataset(args.data, multi_crop, args.digits_size, args.size_dataset)
+    try:
+        dataset = data.pretrain_dataset(args.data, multi_crop, args.digits_size, args.size_dataset)
+    except FileNotFoundError as error:  # torchvision's ImageFolder: no class folder, or no image in them
+        raise ConfigError(
+            f"--data {args.data!r} holds no usable images (expected an ImageFolder: one sub-directory of images per "
+            f"class): {error}"
+        ) from error
     if len(dataset) // rt.world_size < args.batch_size:
         raise ConfigError(
             f"{len(dataset)} images over {rt.world_size} rank(s) do not fill one batch of --batch-size {args.batch_size}"
@@ -208,7 +214,6 @@ def _train(args, rt: runtime.Runtime, started: float) -> RunResult:
         torch.set_num_threads(args.threads)
     resolve_run_options(args, rt)
     seed_everything(args.seed + rt.rank)
-    os.makedirs(args.dump_path, exist_ok=True)
     checkpoint_path = os.path.join(args.dump_path, ckpt.CHECKPOINT_NAME)
     log_path = os.path.join(args.dump_path, "log.csv")
 
@@ -224,6 +229,7 @@ def _train(args, rt: runtime.Runtime, started: float) -> RunResult:
         network = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     losses = build_losses(args, rt)
     loader = build_loader(args, rt)
+    os.makedirs(args.dump_path, exist_ok=True)  # only once the options proved usable: a refused run writes nothing
     optimizer = build_optimizer(model.parameters(), args.base_lr, args.wd)
     scheduler = build_schedule(
         optimizer, args.base_lr, args.final_lr, args.start_warmup, args.warmup_epochs, args.epochs, len(loader)
