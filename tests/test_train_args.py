@@ -143,3 +143,23 @@ def test_data_without_images_is_a_usage_error_and_creates_nothing(layout, capsys
     assert exit_info.value.code == 2 and "usage: swav-train" in err
     assert f"--data {str(images)!r}" in err and "ImageFolder" in err
     assert not dump.exists()
+
+
+@pytest.mark.parametrize("earlier", ["checkpoint.pt", "log.csv", "summary.json"])
+def test_a_dump_path_holding_a_run_is_refused_without_resume_or_overwrite(earlier, capsys, tmp_path):
+    (tmp_path / earlier).write_bytes(b"an earlier run")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--dump-path", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "usage: swav-train" in err
+    assert f"--dump-path {str(tmp_path)!r} already holds a run ({earlier})" in err
+    assert "--resume" in err and "--overwrite" in err
+    assert (tmp_path / earlier).read_bytes() == b"an earlier run"
+    assert parse_args(["--dump-path", str(tmp_path), "--overwrite"]).overwrite
+
+
+def test_resume_and_overwrite_exclude_each_other(capsys, tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes(b"an earlier run")
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--dump-path", str(tmp_path), "--resume", "--overwrite"])
+    assert exit_info.value.code == 2 and "--resume and --overwrite" in capsys.readouterr().err

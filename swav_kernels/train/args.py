@@ -67,6 +67,11 @@ DIGITS = dict(
 )
 
 
+# What a run writes into --dump-path (besides ckp-EPOCH.pt); finding any of them there means
+# an earlier run, which a new one overwrites only when told to (--overwrite).
+RUN_FILES = ("checkpoint.pt", "log.csv", "loss.png", "summary.json")
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose :meth:`finish` fills preset defaults and validates."""
 
@@ -197,6 +202,9 @@ def build_parser() -> Parser:
     run.add_argument("--seed", type=int, default=31, help="random seed (rank r uses seed + r)")
     run.add_argument("--dump-path", default="swav-run", help="directory for checkpoint, CSV log and loss curve")
     run.add_argument("--resume", action="store_true", help="continue from DUMP_PATH/checkpoint.pt")
+    run.add_argument(
+        "--overwrite", action="store_true", help="replace the run already in DUMP_PATH (without it, that is refused)"
+    )
     run.add_argument("--checkpoint-freq", type=_non_negative_int, default=0, help="also keep ckp-EPOCH.pt every N epochs")
     run.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="tqdm bar (default: when a terminal)"
@@ -241,6 +249,13 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
                      "images per class)")
     if args.resume and not os.path.isfile(os.path.join(args.dump_path, "checkpoint.pt")):
         parser.error(f"--resume: no checkpoint.pt in --dump-path {args.dump_path!r}")
+    if args.resume and args.overwrite:
+        parser.error("--resume and --overwrite exclude each other: --resume continues the run in --dump-path, "
+                     "--overwrite replaces it")
+    earlier = [name for name in RUN_FILES if os.path.exists(os.path.join(args.dump_path, name))]
+    if earlier and not (args.resume or args.overwrite):
+        parser.error(f"--dump-path {args.dump_path!r} already holds a run ({', '.join(earlier)}): continue it with "
+                     "--resume, replace it with --overwrite, or choose another --dump-path")
     if args.size_dataset < -1:
         parser.error(f"--size-dataset must be -1 (all) or >= 0, got {args.size_dataset}")
 

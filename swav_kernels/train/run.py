@@ -154,7 +154,7 @@ def checkpoint_state(epoch, iteration, model, optimizer, scheduler, losses, hist
 
 # Options a resumed run may change; every other one must match the checkpoint's.
 FREE_ON_RESUME = {
-    "resume", "dump_path", "device", "loss_backend", "workers", "threads", "progress", "eval", "knn_k",
+    "resume", "overwrite", "dump_path", "device", "loss_backend", "workers", "threads", "progress", "eval", "knn_k",
     "eval_max_images", "checkpoint_freq", "amp", "channels_last", "sync_bn",
 }
 
