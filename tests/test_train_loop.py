@@ -79,6 +79,25 @@ def test_option_groups_train_and_write_their_outputs(tmp_path, extra):
         assert json.load(file)["epochs_run"] == args.epochs
 
 
+def test_wrote_line_names_every_file_and_a_second_run_needs_overwrite(tmp_path, capsys):
+    args, _, _ = run_tiny(tmp_path, "--checkpoint-freq", "1")
+    out = capsys.readouterr().out
+    (wrote,) = [line for line in out.splitlines() if "wrote " in line]
+    named = {os.path.basename(path) for path in wrote.split("wrote ", 1)[1].split(", ")}
+    assert named == set(os.listdir(args.dump_path)) == {"checkpoint.pt", "ckp-1.pt", "ckp-2.pt", "log.csv",
+                                                        "loss.png", "summary.json"}
+    assert out.splitlines()[-1] == wrote  # the last line: summary.json is written at the very end
+
+    from swav_kernels.train.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(TINY + ["--dump-path", args.dump_path])
+    assert exit_info.value.code == 2 and "already holds a run" in capsys.readouterr().err
+    _, result, state = run_tiny(tmp_path, "--epochs", "1", "--warmup-epochs", "0", "--overwrite")
+    assert result.epochs_run == 1 and state["epoch"] == 1
+    assert len(report.read_log(os.path.join(args.dump_path, "log.csv"))) == ITERS_PER_EPOCH
+
+
 def test_image_folder_data(tmp_path):
     folder = make_image_folder(tmp_path / "images")
     args, _, state = run_tiny(tmp_path, "--data", folder, "--arch", "resnet8", "--nmb-prototypes", "10",

@@ -236,6 +236,7 @@ def _train(args, rt: runtime.Runtime, started: float) -> RunResult:
     )
 
     start_epoch, history = 0, []
+    written = [checkpoint_path, log_path]  # what this run writes, said once at its end
     if args.resume:
         start_epoch, history = restore(checkpoint_path, model, optimizer, scheduler, losses, args, rt)
         log(rt, f"resumed from {checkpoint_path} at epoch {start_epoch} (iteration {start_epoch * len(loader)})")
@@ -263,7 +264,9 @@ def _train(args, rt: runtime.Runtime, started: float) -> RunResult:
         if rt.is_main:
             ckpt.atomic_save(state, checkpoint_path)
             if args.checkpoint_freq and ((epoch + 1) % args.checkpoint_freq == 0 or epoch + 1 == args.epochs):
-                shutil.copyfile(checkpoint_path, os.path.join(args.dump_path, f"ckp-{epoch + 1}.pt"))
+                kept = os.path.join(args.dump_path, f"ckp-{epoch + 1}.pt")
+                shutil.copyfile(checkpoint_path, kept)
+                written.append(kept)
             report.append_log(log_path, epoch_result.rows)
             rows = epoch_result.rows
             log(
@@ -290,9 +293,9 @@ def _train(args, rt: runtime.Runtime, started: float) -> RunResult:
     )
     if rt.is_main:
         if history:
-            report.plot_loss(os.path.join(args.dump_path, "loss.png"), history, args.nmb_prototypes)
-        log(rt, f"training done in {time.perf_counter() - started:.1f} s; wrote {checkpoint_path}, {log_path}, "
-                f"{os.path.join(args.dump_path, 'loss.png')}")
+            written.append(os.path.join(args.dump_path, "loss.png"))
+            report.plot_loss(written[-1], history, args.nmb_prototypes)
+        log(rt, f"training done in {time.perf_counter() - started:.1f} s")
         if args.eval:
             result.random_init, result.trained = evaluate(args, rt, model, initial_state)
             log(rt, comparison_table(result.random_init, result.trained, args.knn_k))
@@ -305,8 +308,9 @@ def _train(args, rt: runtime.Runtime, started: float) -> RunResult:
             "random_init": vars(result.random_init) if result.random_init else None,
             "trained": vars(result.trained) if result.trained else None,
         }
-        with open(os.path.join(args.dump_path, "summary.json"), "w") as file:
+        written.append(os.path.join(args.dump_path, "summary.json"))
+        with open(written[-1], "w") as file:
             json.dump(summary, file, indent=2)
-        log(rt, f"total {result.seconds:.1f} s")
+        log(rt, f"total {result.seconds:.1f} s; wrote {', '.join(written)}")
     runtime.barrier(rt)
     return result
