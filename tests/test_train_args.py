@@ -163,3 +163,12 @@ def test_resume_and_overwrite_exclude_each_other(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         parse_args(["--dump-path", str(tmp_path), "--resume", "--overwrite"])
     assert exit_info.value.code == 2 and "--resume and --overwrite" in capsys.readouterr().err
+
+
+def test_missing_torchvision_is_one_clear_line(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # import torchvision now raises ImportError
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("swav-train: error: swav-train needs torchvision")
+    assert "pip install '.[train]'" in err and "Traceback" not in err
