@@ -1,4 +1,5 @@
 """Public API: both input paths, lists, queues, dtypes, backend selection."""
+import pathlib
 import warnings
 
 import pytest
@@ -12,11 +13,31 @@ from transcription import sinkhorn_f64, swav_loss_f64
 KW = dict(temperature=0.1, epsilon=0.05, sinkhorn_iterations=3, backend="reference")
 
 
-def test_readme_example_runs():
-    z = torch.nn.functional.normalize(torch.randn(8 * 4, 16), dim=1)
-    prototypes = torch.nn.functional.normalize(torch.randn(30, 16), dim=1)
-    loss = swav_loss(z, prototypes=prototypes, nmb_crops=[2, 6], backend="reference")
-    assert loss.shape == () and torch.isfinite(loss)
+def _readme_usage_snippet() -> str:
+    """The first ```python block of README.md's "## Usage" section, as written there."""
+    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    usage = readme.split("\n## Usage\n", 1)[1].split("\n## ", 1)[0]
+    return usage.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_usage_snippet_computes_the_swav_loss():
+    """Runs README.md's Usage snippet itself and checks its loss, its scores-path loss and the
+    gradients it leaves against the float64 transcription of main_swav.py."""
+    snippet = _readme_usage_snippet()
+    assert "swav_loss(z, prototypes=prototypes.weight" in snippet
+    namespace = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "auto" on CPU tensors: the reference, said once
+        exec(compile(snippet, "README.md (Usage)", "exec"), namespace)
+    z, weight, loss = namespace["z"], namespace["prototypes"].weight, namespace["loss"]
+    z64 = z.detach().double().requires_grad_()
+    c64 = weight.detach().double().requires_grad_()
+    expected = swav_loss_f64(z64 @ c64.t(), 8, (0, 1), 0.1, 0.05, 3)
+    expected.backward()
+    assert loss.shape == () and loss.dtype == torch.float32
+    assert abs(loss.item() - expected.item()) <= 1e-5 * abs(expected.item())
+    assert abs(namespace["scores_loss"].item() - expected.item()) <= 1e-5 * abs(expected.item())
+    assert rel_err(z.grad, z64.grad) <= 1e-4 and rel_err(weight.grad, c64.grad) <= 1e-4
 
 
 def test_scores_path_equals_embeddings_path():

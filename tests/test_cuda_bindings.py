@@ -9,8 +9,10 @@ import torch
 from swav_kernels import backend_status, swav_loss
 from swav_kernels.cuda import extension
 
-pytestmark = pytest.mark.skipif(not extension.build_status().startswith("built"),
-                                reason="CUDA extension not built here")
+BUILT = extension.build_status().startswith("built")
+# Module-level checks below must not touch the extension where it was not built (SWAV_KERNELS_BUILD_CUDA=0,
+# no nvcc): the module is skipped with the build status as the reason, not failed at collection.
+pytestmark = pytest.mark.skipif(not BUILT, reason=f"CUDA extension not built here ({extension.build_status()})")
 
 P = 256  # a fake, suitably aligned device address: validation must reject before any use
 
@@ -120,7 +122,7 @@ def test_bindings_reject_bad_arguments_before_launch(binding, valid, overrides, 
     ("scores_logsumexp", SCORES_LSE), ("softmax_prototype_grad", PROTOTYPE_GRAD),
     ("scores_cross_entropy_forward", CE_FORWARD), ("scores_cross_entropy_backward", CE_BACKWARD),
 ])
-@pytest.mark.skipif(torch.cuda.is_available() or extension.extension().device_count() > 0,
+@pytest.mark.skipif(torch.cuda.is_available() or (BUILT and extension.extension().device_count() > 0),
                     reason="launches with fake pointers; only safe where no GPU exists")
 def test_valid_arguments_without_a_gpu_raise_runtime_error_naming_the_kernel(binding, valid):
     with pytest.raises(RuntimeError, match=f"CUDA error in kernel {binding}"):

@@ -3,7 +3,9 @@ accesses on exactly sized buffers) and ThreadSanitizer (a missing __syncthreads 
 a data race between the emulated threads of a block): the CPU-side counterparts of
 compute-sanitizer's memcheck and racecheck.
 
-Slow (a few minutes on two cores), so opt-in: set SWAV_KERNELS_SANITIZE=1.
+The sanitized runs of every kernel are slow (minutes on two cores), so opt-in: set
+SWAV_KERNELS_SANITIZE=1. Every run checks, in seconds, that the sanitizer driver still compiles
+against csrc/ and that ThreadSanitizer reports a kernel copy with a barrier removed.
 """
 import os
 import subprocess
@@ -12,14 +14,20 @@ import pytest
 
 from cuda_emulation import build as emulation
 
-pytestmark = [
-    pytest.mark.skipif(os.environ.get("SWAV_KERNELS_SANITIZE") != "1",
-                       reason="slow; set SWAV_KERNELS_SANITIZE=1 to run the sanitized emulation"),
-    pytest.mark.skipif(emulation.unavailable_reason() is not None,
-                       reason=f"CUDA emulation cannot be built: {emulation.unavailable_reason()}"),
-]
+# Skipped, with the reason, where the emulation cannot be built; where SWAV_KERNELS_REQUIRE_EMULATION=1
+# (CI) the tests run anyway and fail on that reason.
+pytestmark = pytest.mark.skipif(emulation.unavailable_reason() is not None and not emulation.required(),
+                                reason=f"CUDA emulation cannot be built: {emulation.unavailable_reason()}")
+opt_in = pytest.mark.skipif(os.environ.get("SWAV_KERNELS_SANITIZE") != "1",
+                            reason="slow; set SWAV_KERNELS_SANITIZE=1 to run the sanitized emulation")
 
 
+def test_sanitizer_driver_compiles_against_csrc():
+    result = emulation.check_driver_syntax()
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+@opt_in
 @pytest.mark.parametrize("sanitizer", ["address", "thread"])
 def test_kernels_are_clean_under_sanitizer(sanitizer):
     driver = emulation.build_sanitized(sanitizer)
@@ -28,3 +36,23 @@ def test_kernels_are_clean_under_sanitizer(sanitizer):
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Sanitizer" not in result.stderr, result.stderr[-4000:]
     assert result.stdout.splitlines()[-1] == "all kernels ran"
+
+
+ROW_STEP_UNITS = ["sinkhorn/row_step.cu", "common/partials.cu", "common/launch.cpp"]
+
+
+def test_thread_sanitizer_reports_a_removed_barrier():
+    """The check above is only worth its time if ThreadSanitizer sees a missing barrier through the
+    emulation: sinkhorn_row_step as it is runs clean; a copy without its __syncthreads (between the
+    warps' shared-memory writes and every thread's reads) is reported as a data race in that kernel."""
+    driver = emulation.HERE / "race_driver.cpp"
+    intact = emulation.build_sanitized_program("thread", driver, ROW_STEP_UNITS)
+    broken = emulation.build_sanitized_program("thread", driver, ROW_STEP_UNITS,
+                                               remove_first=("sinkhorn/row_step.cu", "__syncthreads();"))
+    env = {**os.environ, "TSAN_OPTIONS": "halt_on_error=0"}
+    clean = subprocess.run([str(intact)], capture_output=True, text=True, env=env, timeout=600)
+    assert clean.returncode == 0 and "ThreadSanitizer" not in clean.stderr, clean.stderr[-4000:]
+    racy = subprocess.run([str(broken)], capture_output=True, text=True, env=env, timeout=600)
+    assert racy.returncode != 0, racy.stderr[-4000:]
+    assert "WARNING: ThreadSanitizer: data race" in racy.stderr
+    assert "sinkhorn_row_step_kernel" in racy.stderr, racy.stderr[-4000:]

@@ -19,6 +19,7 @@ def test_digits_preset_without_data():
 
 
 def test_paper_preset_with_data(tmp_path):
+    (tmp_path / "class0").mkdir()  # an ImageFolder needs one sub-directory per class
     args = parse_args(["--data", str(tmp_path)])
     assert (args.arch, args.nmb_crops, args.size_crops, args.nmb_prototypes) == ("resnet50", [2, 6], [224, 96], 3000)
     assert (args.min_scale_crops, args.max_scale_crops) == ([0.14, 0.05], [1.0, 0.14])
@@ -93,3 +94,81 @@ def test_command_line_error_has_no_traceback():
     )
     assert result.returncode == 2
     assert "error:" in result.stderr and "Traceback" not in result.stderr
+
+
+def _help_entries(text: str) -> dict[str, str]:
+    """``--help`` output → {option string: its help text, lines joined}."""
+    entries, current = {}, None
+    for line in text.splitlines():
+        if line.startswith("  -"):  # "  --opt METAVAR   help…" or "  --a, --b"
+            head, _, rest = line.strip().partition("  ")
+            current = head.split(",")[0].split(" ")[0]
+            entries[current] = rest.strip()
+        elif current is not None and line.startswith("    "):
+            entries[current] += " " + line.strip()
+        else:
+            current = None
+    return entries
+
+
+def test_help_states_each_default_once(capsys, monkeypatch):
+    """Every option's help shows exactly one default, and never the placeholder None."""
+    monkeypatch.setenv("COLUMNS", "100")
+    from swav_kernels.train.args import build_parser
+
+    parser = build_parser()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    entries = _help_entries(capsys.readouterr().out)
+    options = [action.option_strings[0] for action in parser._actions if action.option_strings[0] != "-h"]
+    assert len(options) > 40 and set(entries) == {"-h", *options}, sorted(set(entries) ^ {"-h", *options})
+    for option in options:
+        text = entries[option]
+        assert text.count("(default") == 1, f"{option}: {text}"
+        assert "(default: None)" not in text, f"{option}: {text}"
+
+
+@pytest.mark.parametrize("layout", ["empty", "class folder without images"])
+def test_data_without_images_is_a_usage_error_and_creates_nothing(layout, capsys, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    if layout != "empty":
+        (images / "cat").mkdir()
+        (images / "cat" / "notes.txt").write_text("not an image")
+    dump = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data", str(images), "--dump-path", str(dump), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "usage: swav-train" in err
+    assert f"--data {str(images)!r}" in err and "ImageFolder" in err
+    assert not dump.exists()
+
+
+@pytest.mark.parametrize("earlier", ["checkpoint.pt", "log.csv", "summary.json"])
+def test_a_dump_path_holding_a_run_is_refused_without_resume_or_overwrite(earlier, capsys, tmp_path):
+    (tmp_path / earlier).write_bytes(b"an earlier run")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--dump-path", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "usage: swav-train" in err
+    assert f"--dump-path {str(tmp_path)!r} already holds a run ({earlier})" in err
+    assert "--resume" in err and "--overwrite" in err
+    assert (tmp_path / earlier).read_bytes() == b"an earlier run"
+    assert parse_args(["--dump-path", str(tmp_path), "--overwrite"]).overwrite
+
+
+def test_resume_and_overwrite_exclude_each_other(capsys, tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes(b"an earlier run")
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--dump-path", str(tmp_path), "--resume", "--overwrite"])
+    assert exit_info.value.code == 2 and "--resume and --overwrite" in capsys.readouterr().err
+
+
+def test_missing_torchvision_is_one_clear_line(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # import torchvision now raises ImportError
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("swav-train: error: swav-train needs torchvision")
+    assert "pip install '.[train]'" in err and "Traceback" not in err

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+from pathlib import Path
 
 
 def build_status() -> str:
@@ -10,7 +11,9 @@ def build_status() -> str:
     try:
         from .. import _build_info
     except ImportError:
-        return "unknown: swav_kernels was not installed through setup.py (no _build_info)"
+        package = Path(__file__).resolve().parents[1]
+        return (f"unknown: no _build_info in {package}: not a copy that setup.py built (a checkout imported ahead of "
+                "the installed package? python -m swav_kernels.info tells)")
     return _build_info.CUDA_EXTENSION_STATUS
 
 

@@ -67,6 +67,11 @@ DIGITS = dict(
 )
 
 
+# What a run writes into --dump-path (besides ckp-EPOCH.pt); finding any of them there means
+# an earlier run, which a new one overwrites only when told to (--overwrite).
+RUN_FILES = ("checkpoint.pt", "log.csv", "loss.png", "summary.json")
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose :meth:`finish` fills preset defaults and validates."""
 
@@ -77,6 +82,18 @@ class Parser(argparse.ArgumentParser):
                 setattr(args, name, value)
         validate(self, args)
         return args
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default once: ``(default: …)`` is appended only where the help
+    text does not state the default itself (the preset options give both presets' values,
+    the device-dependent ones say what decides)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or "%(default)" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 def _positive_int(text: str) -> int:
@@ -115,19 +132,19 @@ def build_parser() -> Parser:
         "Without --data it trains on scikit-learn's 8x8 digits and compares k-NN and linear-probe accuracy "
         "of the trained features with the randomly initialised network. Unset options take the digits "
         "defaults, or with --data the paper's ImageNet recipe.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     data = parser.add_argument_group("data")
     data.add_argument("--data", default=None, help="ImageFolder directory (default: built-in digits)")
-    data.add_argument("--nmb-crops", type=_positive_int, nargs="+", help="crops per resolution (digits: 2 2; paper: 2 6)")
-    data.add_argument("--size-crops", type=_positive_int, nargs="+", help="crop sizes in pixels (digits: 12 6; paper: 224 96)")
-    data.add_argument("--min-scale-crops", type=_positive_float, nargs="+", help="RandomResizedCrop min area share (digits: 0.5 0.25; paper: 0.14 0.05)")
-    data.add_argument("--max-scale-crops", type=_positive_float, nargs="+", help="RandomResizedCrop max area share (digits: 1 0.5; paper: 1 0.14)")
-    data.add_argument("--jitter-strength", type=_non_negative_float, help="colour jitter strength s: ColorJitter(0.8s, 0.8s, 0.8s, 0.2s) (digits: 0; paper: 1)")
-    data.add_argument("--blur-prob", type=_non_negative_float, help="Gaussian blur probability (digits: 0; paper: 0.5)")
+    data.add_argument("--nmb-crops", type=_positive_int, nargs="+", help="crops per resolution (default: digits 2 2; paper 2 6)")
+    data.add_argument("--size-crops", type=_positive_int, nargs="+", help="crop sizes in pixels (default: digits 12 6; paper 224 96)")
+    data.add_argument("--min-scale-crops", type=_positive_float, nargs="+", help="RandomResizedCrop min area share (default: digits 0.5 0.25; paper 0.14 0.05)")
+    data.add_argument("--max-scale-crops", type=_positive_float, nargs="+", help="RandomResizedCrop max area share (default: digits 1 0.5; paper 1 0.14)")
+    data.add_argument("--jitter-strength", type=_non_negative_float, help="colour jitter strength s: ColorJitter(0.8s, 0.8s, 0.8s, 0.2s) (default: digits 0; paper 1)")
+    data.add_argument("--blur-prob", type=_non_negative_float, help="Gaussian blur probability (default: digits 0; paper 0.5)")
     data.add_argument("--digits-size", type=_positive_int, default=32, help="digits are upsampled from 8x8 to this")
     data.add_argument("--size-dataset", type=int, default=-1, help="use only the first N images (-1: all)")
-    data.add_argument("--workers", type=_non_negative_int, help="data-loading processes (digits: 1; paper: 8)")
+    data.add_argument("--workers", type=_non_negative_int, help="data-loading processes (default: digits 1; paper 8)")
 
     swav = parser.add_argument_group("swav")
     swav.add_argument("--crops-for-assign", type=int, nargs="+", default=[0, 1], help="crops whose codes are predicted")
@@ -135,34 +152,34 @@ def build_parser() -> Parser:
     swav.add_argument("--epsilon", type=_positive_float, default=0.05, help="Sinkhorn regularisation")
     swav.add_argument("--sinkhorn-iterations", type=_non_negative_int, default=3, help="Sinkhorn iterations")
     swav.add_argument("--feat-dim", type=_positive_int, default=128, help="embedding dimension D")
-    swav.add_argument("--nmb-prototypes", type=_positive_int, help="prototypes K (digits: 30; paper: 3000)")
-    swav.add_argument("--queue-length", type=_non_negative_int, help="queued embeddings over all ranks, 0: none (digits: 256; paper: 3840)")
-    swav.add_argument("--epoch-queue-starts", type=_non_negative_int, help="first epoch that uses the queue (digits: 2; paper: 15)")
+    swav.add_argument("--nmb-prototypes", type=_positive_int, help="prototypes K (default: digits 30; paper 3000)")
+    swav.add_argument("--queue-length", type=_non_negative_int, help="queued embeddings over all ranks, 0: none (default: digits 256; paper 3840)")
+    swav.add_argument("--epoch-queue-starts", type=_non_negative_int, help="first epoch that uses the queue (default: digits 2; paper 15)")
     swav.add_argument(
         "--loss-backend", default="auto", choices=backend_names(), help="swav_kernels backend computing the loss"
     )
 
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=_positive_int, help="training epochs (digits: 5; paper: 200)")
-    optim.add_argument("--batch-size", type=_positive_int, help="images per rank and step (digits: 32; paper: 64)")
-    optim.add_argument("--base-lr", type=_positive_float, help="peak learning rate, LARS-scaled (digits: 0.6; paper: 0.6)")
-    optim.add_argument("--final-lr", type=_non_negative_float, help="learning rate at the end of the cosine (digits and paper: base / 1000)")
+    optim.add_argument("--epochs", type=_positive_int, help="training epochs (default: digits 5; paper 200)")
+    optim.add_argument("--batch-size", type=_positive_int, help="images per rank and step (default: digits 32; paper 64)")
+    optim.add_argument("--base-lr", type=_positive_float, help="peak learning rate, LARS-scaled (default: digits 0.6; paper 0.6)")
+    optim.add_argument("--final-lr", type=_non_negative_float, help="learning rate at the end of the cosine (default: digits 0.0006; paper 0.0006)")
     optim.add_argument(
-        "--freeze-prototypes-niters", type=_non_negative_int, help="iterations whose prototype gradient is dropped (digits: 42 = 1 epoch; paper: 5005)"
+        "--freeze-prototypes-niters", type=_non_negative_int, help="iterations whose prototype gradient is dropped (default: digits 42 = 1 epoch; paper 5005)"
     )
     optim.add_argument("--wd", type=_non_negative_float, default=1e-6, help="weight decay")
-    optim.add_argument("--warmup-epochs", type=_non_negative_int, help="linear warm-up epochs (digits: 1; paper: 0)")
+    optim.add_argument("--warmup-epochs", type=_non_negative_int, help="linear warm-up epochs (default: digits 1; paper 0)")
     optim.add_argument("--start-warmup", type=_non_negative_float, default=0.0, help="learning rate at step 0")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--arch", choices=arch_names(), help="backbone (digits: resnet8; paper: resnet50)")
-    model.add_argument("--width", type=_positive_int, help="first-stage width of resnet8/14/20 (digits: 8)")
+    model.add_argument("--arch", choices=arch_names(), help="backbone (default: digits resnet8; paper resnet50)")
+    model.add_argument("--width", type=_positive_int, help="first-stage width of resnet8/14/20 (default: digits 8; paper 32)")
     model.add_argument(
         "--small-stem",
         action=argparse.BooleanOptionalAction,
-        help="torchvision ResNets: 3x3 stride-1 stem, no max-pool (for tiny images)",
+        help="torchvision ResNets: 3x3 stride-1 stem, no max-pool, for tiny images (default: off)",
     )
-    model.add_argument("--hidden-mlp", type=_non_negative_int, help="projection head hidden width, 0: one Linear (digits: 256; paper: 2048)")
+    model.add_argument("--hidden-mlp", type=_non_negative_int, help="projection head hidden width, 0: one Linear (default: digits 256; paper 2048)")
 
     run = parser.add_argument_group("run")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
@@ -185,6 +202,9 @@ def build_parser() -> Parser:
     run.add_argument("--seed", type=int, default=31, help="random seed (rank r uses seed + r)")
     run.add_argument("--dump-path", default="swav-run", help="directory for checkpoint, CSV log and loss curve")
     run.add_argument("--resume", action="store_true", help="continue from DUMP_PATH/checkpoint.pt")
+    run.add_argument(
+        "--overwrite", action="store_true", help="replace the run already in DUMP_PATH (without it, that is refused)"
+    )
     run.add_argument("--checkpoint-freq", type=_non_negative_int, default=0, help="also keep ckp-EPOCH.pt every N epochs")
     run.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="tqdm bar (default: when a terminal)"
@@ -224,8 +244,18 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error(f"--blur-prob must be in [0, 1], got {args.blur_prob}")
     if args.data is not None and not os.path.isdir(args.data):
         parser.error(f"--data {args.data!r} is not a directory (expected an ImageFolder: one sub-directory per class)")
+    if args.data is not None and not any(entry.is_dir() for entry in os.scandir(args.data)):
+        parser.error(f"--data {args.data!r} has no sub-directories (expected an ImageFolder: one sub-directory of "
+                     "images per class)")
     if args.resume and not os.path.isfile(os.path.join(args.dump_path, "checkpoint.pt")):
         parser.error(f"--resume: no checkpoint.pt in --dump-path {args.dump_path!r}")
+    if args.resume and args.overwrite:
+        parser.error("--resume and --overwrite exclude each other: --resume continues the run in --dump-path, "
+                     "--overwrite replaces it")
+    earlier = [name for name in RUN_FILES if os.path.exists(os.path.join(args.dump_path, name))]
+    if earlier and not (args.resume or args.overwrite):
+        parser.error(f"--dump-path {args.dump_path!r} already holds a run ({', '.join(earlier)}): continue it with "
+                     "--resume, replace it with --overwrite, or choose another --dump-path")
     if args.size_dataset < -1:
         parser.error(f"--size-dataset must be -1 (all) or >= 0, got {args.size_dataset}")
 

@@ -104,7 +104,13 @@ def build_loader(args, rt: runtime.Runtime) -> DataLoader:
     multi_crop = data.MultiCrop(
         args.size_crops, args.nmb_crops, args.min_scale_crops, args.max_scale_crops, args.jitter_strength, args.blur_prob
     )
-    dataset = data.pretrain_dataset(args.data, multi_crop, args.digits_size, args.size_dataset)
+    try:
+        dataset = data.pretrain_dataset(args.data, multi_crop, args.digits_size, args.size_dataset)
+    except FileNotFoundError as error:  # torchvision's ImageFolder: no class folder, or no image in them
+        raise ConfigError(
+            f"--data {args.data!r} holds no usable images (expected an ImageFolder: one sub-directory of images per "
+            f"class): {error}"
+        ) from error
     if len(dataset) // rt.world_size < args.batch_size:
         raise ConfigError(
             f"{len(dataset)} images over {rt.world_size} rank(s) do not fill one batch of --batch-size {args.batch_size}"
@@ -148,7 +154,7 @@ def checkpoint_state(epoch, iteration, model, optimizer, scheduler, losses, hist
 
 # Options a resumed run may change; every other one must match the checkpoint's.
 FREE_ON_RESUME = {
-    "resume", "dump_path", "device", "loss_backend", "workers", "threads", "progress", "eval", "knn_k",
+    "resume", "overwrite", "dump_path", "device", "loss_backend", "workers", "threads", "progress", "eval", "knn_k",
     "eval_max_images", "checkpoint_freq", "amp", "channels_last", "sync_bn",
 }
 
@@ -208,7 +214,6 @@ def _train(args, rt: runtime.Runtime, started: float) -> RunResult:
         torch.set_num_threads(args.threads)
     resolve_run_options(args, rt)
     seed_everything(args.seed + rt.rank)
-    os.makedirs(args.dump_path, exist_ok=True)
     checkpoint_path = os.path.join(args.dump_path, ckpt.CHECKPOINT_NAME)
     log_path = os.path.join(args.dump_path, "log.csv")
 
@@ -224,12 +229,14 @@ def _train(args, rt: runtime.Runtime, started: float) -> RunResult:
         network = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     losses = build_losses(args, rt)
     loader = build_loader(args, rt)
+    os.makedirs(args.dump_path, exist_ok=True)  # only once the options proved usable: a refused run writes nothing
     optimizer = build_optimizer(model.parameters(), args.base_lr, args.wd)
     scheduler = build_schedule(
         optimizer, args.base_lr, args.final_lr, args.start_warmup, args.warmup_epochs, args.epochs, len(loader)
     )
 
     start_epoch, history = 0, []
+    written = [checkpoint_path, log_path]  # what this run writes, said once at its end
     if args.resume:
         start_epoch, history = restore(checkpoint_path, model, optimizer, scheduler, losses, args, rt)
         log(rt, f"resumed from {checkpoint_path} at epoch {start_epoch} (iteration {start_epoch * len(loader)})")
@@ -257,7 +264,9 @@ def _train(args, rt: runtime.Runtime, started: float) -> RunResult:
         if rt.is_main:
             ckpt.atomic_save(state, checkpoint_path)
             if args.checkpoint_freq and ((epoch + 1) % args.checkpoint_freq == 0 or epoch + 1 == args.epochs):
-                shutil.copyfile(checkpoint_path, os.path.join(args.dump_path, f"ckp-{epoch + 1}.pt"))
+                kept = os.path.join(args.dump_path, f"ckp-{epoch + 1}.pt")
+                shutil.copyfile(checkpoint_path, kept)
+                written.append(kept)
             report.append_log(log_path, epoch_result.rows)
             rows = epoch_result.rows
             log(
@@ -284,9 +293,9 @@ def _train(args, rt: runtime.Runtime, started: float) -> RunResult:
     )
     if rt.is_main:
         if history:
-            report.plot_loss(os.path.join(args.dump_path, "loss.png"), history, args.nmb_prototypes)
-        log(rt, f"training done in {time.perf_counter() - started:.1f} s; wrote {checkpoint_path}, {log_path}, "
-                f"{os.path.join(args.dump_path, 'loss.png')}")
+            written.append(os.path.join(args.dump_path, "loss.png"))
+            report.plot_loss(written[-1], history, args.nmb_prototypes)
+        log(rt, f"training done in {time.perf_counter() - started:.1f} s")
         if args.eval:
             result.random_init, result.trained = evaluate(args, rt, model, initial_state)
             log(rt, comparison_table(result.random_init, result.trained, args.knn_k))
@@ -299,8 +308,9 @@ def _train(args, rt: runtime.Runtime, started: float) -> RunResult:
             "random_init": vars(result.random_init) if result.random_init else None,
             "trained": vars(result.trained) if result.trained else None,
         }
-        with open(os.path.join(args.dump_path, "summary.json"), "w") as file:
+        written.append(os.path.join(args.dump_path, "summary.json"))
+        with open(written[-1], "w") as file:
             json.dump(summary, file, indent=2)
-        log(rt, f"total {result.seconds:.1f} s")
+        log(rt, f"total {result.seconds:.1f} s; wrote {', '.join(written)}")
     runtime.barrier(rt)
     return result

@@ -36,6 +36,16 @@ def cuda_include_dir() -> Path | None:
     return None
 
 
+REQUIRE_ENV = "SWAV_KERNELS_REQUIRE_EMULATION"
+
+
+def required() -> bool:
+    """True where the emulation must run (CI sets SWAV_KERNELS_REQUIRE_EMULATION=1): its tests
+    then fail on the reason instead of skipping, so a machine that lost g++ or the CUDA
+    headers cannot pass with the CUDA kernels untested."""
+    return os.environ.get(REQUIRE_ENV) == "1"
+
+
 @functools.lru_cache(maxsize=None)
 def unavailable_reason() -> str | None:
     """None when this machine can build the emulation; else why not."""
@@ -114,6 +124,18 @@ def build(jobs: int | None = None):
     return module
 
 
+def check_driver_syntax(driver: Path | None = None) -> subprocess.CompletedProcess:
+    """``g++ -fsyntax-only`` on a driver (default: sanitize_driver.cpp) against the current csrc/
+    headers, as build_sanitized compiles it: seconds, so every test run keeps the opt-in
+    sanitizer driver in step with csrc/. Returns the finished process (returncode, stderr)."""
+    reason = unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(f"cannot build the CUDA emulation: {reason}")
+    driver = HERE / "sanitize_driver.cpp" if driver is None else driver
+    _, _, flags = _prepare()
+    return subprocess.run([*flags, "-fsyntax-only", "-x", "c++", str(driver)], capture_output=True, text=True)
+
+
 def build_sanitized(sanitizer: str, jobs: int | None = None) -> Path:
     """Compiles (or reuses) sanitize_driver.cpp with every kernel under -fsanitize=``sanitizer``
     (address or thread); returns the executable."""
@@ -126,6 +148,35 @@ def build_sanitized(sanitizer: str, jobs: int | None = None) -> Path:
         units = [p for p in src_dir.rglob("*") if p.suffix == ".cu" or p.name == "launch.cpp"] + [driver]
         sanitize = [*flags, "-O1", "-g", f"-fsanitize={sanitizer}"]
         objects = _compile(units, sanitize, out_dir / sanitizer, jobs)
+        partial = target.with_suffix(".partial")
+        subprocess.run(["g++", "-pthread", f"-fsanitize={sanitizer}", *map(str, objects), "-o", str(partial)],
+                       check=True)
+        partial.rename(target)
+    return target
+
+
+def build_sanitized_program(sanitizer: str, driver: Path, units: list[str],
+                            remove_first: tuple[str, str] | None = None, jobs: int | None = None) -> Path:
+    """Compiles (or reuses) ``driver`` with the csrc/ ``units`` it calls (paths relative to
+    csrc/) under -fsanitize=``sanitizer``; returns the executable. ``remove_first=(unit, text)``
+    deletes the first ``text`` from that unit's copy first (a ``__syncthreads();``, to show
+    that the sanitizer reports its absence)."""
+    if sanitizer not in ("address", "thread"):
+        raise ValueError(f"sanitizer must be 'address' or 'thread', got {sanitizer!r}")
+    out_dir, src_dir, flags = _prepare(driver.read_bytes() + repr((sanitizer, units, remove_first)).encode())
+    target = out_dir / f"{driver.stem}-{sanitizer}"
+    if not target.exists():
+        paths = []
+        for unit in units:
+            path = src_dir / unit
+            if remove_first is not None and remove_first[0] == unit:
+                text = path.read_text()
+                if remove_first[1] not in text:
+                    raise ValueError(f"{unit} has no {remove_first[1]!r} to remove")
+                path = path.with_name(f"{path.stem}.edited{path.suffix}")  # same folder: relative includes hold
+                path.write_text(text.replace(remove_first[1], "/* removed by build_sanitized_program */", 1))
+            paths.append(path)
+        objects = _compile([*paths, driver], [*flags, "-O1", "-g", f"-fsanitize={sanitizer}"], out_dir / sanitizer, jobs)
         partial = target.with_suffix(".partial")
         subprocess.run(["g++", "-pthread", f"-fsanitize={sanitizer}", *map(str, objects), "-o", str(partial)],
                        check=True)
