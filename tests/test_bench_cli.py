@@ -218,6 +218,10 @@ def test_kernel_backends_are_discovered_from_the_registry(tmp_path, registry_cop
     (["--device", "meta"], "must be a cpu or cuda device"),
     (["--shapes", "--sweeps"], "nothing to run"),
     (["--batch", "3"], "unrecognized arguments: --batch 3"),
+    (["--exclude-peers", "fastest"], "--exclude-peers: unknown peer(s) ['fastest']"),
+    (["--cases", "tiny"], "--cases: ['tiny'] are not SHAPE:DTYPE"),
+    (["--cases", "tiny:float16"], "--cases: ['tiny:float16'] are not SHAPE:DTYPE with DTYPE among --dtypes"),
+    (["--quick", "--cases", "tiny:float32"], "--cases matched none"),
 ])
 def test_argument_errors_are_argparse_errors(argv, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
@@ -259,3 +263,15 @@ def test_from_json_missing_file_is_an_argument_error(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["--from-json", str(tmp_path / "none.json")])
     assert exit_info.value.code == 2 and "--from-json: no such file" in capsys.readouterr().err
+
+
+def test_cases_and_excluded_peers_narrow_the_plan(tmp_path):
+    code, _ = run_in_process(["--shapes", "tiny", "--sweeps", "--ops", "loss", "--passes", "fwd+bwd",
+                              "--dtypes", "bfloat16", "float32", "--cases", "tiny:float32",
+                              "--exclude-peers", "reference-compiled", "plain-compiled", "--compile-backend", "eager",
+                              "--warmup-ms", "0", "--rep-ms", "0", "--min-samples", "1", "--out", str(tmp_path)])
+    assert code == 0
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert {(r["shape"], r["dtype"], r["op"], r["pass"]) for r in results} == {("tiny", "float32", "loss", "fwd+bwd")}
+    peers = {r["peer"] for r in results}
+    assert {"reference", "plain"} <= peers and not peers & {"reference-compiled", "plain-compiled"}

@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=["float32", "bfloat16"])
     parser.add_argument("--peers", nargs="+", metavar="NAME", default=None,
                         help=f"peers to run (default: every available one; known: {', '.join(_peer_names())})")
+    parser.add_argument("--exclude-peers", nargs="+", metavar="NAME", default=[],
+                        help="peers not to run (e.g. reference-compiled, to save its compile time)")
+    parser.add_argument("--cases", nargs="+", metavar="SHAPE:DTYPE", default=None,
+                        help="run only these (shape, dtype) pairs of the plan, e.g. tiny:bfloat16 large-k:float32")
     parser.add_argument("--compile-backend", default=None,
                         help="torch.compile backend of the reference-compiled and plain-compiled peers (full: "
                              "inductor; quick: aot_eager, which traces like inductor but generates no code, so the "
@@ -92,10 +96,18 @@ def _check_args(parser: argparse.ArgumentParser, args) -> torch.device:
     unknown = [s for s in args.shapes if s not in named]
     if unknown:
         parser.error(f"--shapes: unknown {'quick ' if args.quick else ''}shape(s) {unknown}; choose from {list(named)}")
-    if args.peers is not None:
-        unknown = [p for p in args.peers if p not in _peer_names()]
+    for option in ("peers", "exclude_peers"):
+        unknown = [p for p in getattr(args, option) or () if p not in _peer_names()]
         if unknown:
-            parser.error(f"--peers: unknown peer(s) {unknown}; choose from {_peer_names()}")
+            parser.error(f"--{option.replace('_', '-')}: unknown peer(s) {unknown}; choose from {_peer_names()}")
+    if args.exclude_peers:
+        args.peers = [p for p in (args.peers or _peer_names()) if p not in args.exclude_peers]
+    if args.cases is not None:
+        pairs = [tuple(c.split(":", 1)) for c in args.cases]
+        bad = [c for c, pair in zip(args.cases, pairs) if len(pair) != 2 or pair[1] not in args.dtypes]
+        if bad:
+            parser.error(f"--cases: {bad} are not SHAPE:DTYPE with DTYPE among --dtypes {args.dtypes}")
+        args.cases = [list(pair) for pair in pairs]
     if args.compile_backend is None:
         args.compile_backend = "aot_eager" if args.quick else "inductor"
     if args.threads is None and args.quick:
@@ -166,8 +178,11 @@ def main(argv=None) -> int:
 
 def _run(parser: argparse.ArgumentParser, args, device: torch.device) -> int:
     cases = plan_cases(args.shapes, args.sweeps, args.ops, args.passes, args.dtypes, quick=args.quick)
+    if args.cases is not None:
+        wanted = {tuple(pair) for pair in args.cases}
+        cases = [c for c in cases if (c.shape.name, c.dtype) in wanted]
     if not cases:
-        parser.error("nothing to run: no shapes and no sweeps were chosen")
+        parser.error("nothing to run: no shapes and no sweeps were chosen (or --cases matched none)")
 
     env = environment(device)
     peaks = device_peaks(env["device_name"]) if device.type == "cuda" else None

@@ -46,7 +46,9 @@ def _device_event_names(prof) -> list[str]:
 
 def count_device_work(fn: Callable[[], object], device) -> DeviceWork | None:
     """Kernels, copies and fills of one call of ``fn`` (already warmed up: no compilation or
-    autotuning inside); None on a device the profiler's CUDA activity does not see."""
+    autotuning inside); None on a device the profiler's CUDA activity does not see, and None
+    when it saw no device event at all (a call on the GPU launches at least one kernel, so the
+    profiler could not trace the device, e.g. CUPTI missing: 0 would read as a met target)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -57,4 +59,5 @@ def count_device_work(fn: Callable[[], object], device) -> DeviceWork | None:
         outputs = fn()
         torch.cuda.synchronize(device)
     del outputs
-    return classify_device_events(_device_event_names(prof))
+    names = _device_event_names(prof)
+    return classify_device_events(names) if names else None
