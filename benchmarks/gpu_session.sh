@@ -94,7 +94,7 @@ export PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1 TRITON_DEFAULT_FP_FUSION=1
 COMMIT=$(cat .gpu-commit 2>/dev/null || git rev-parse HEAD 2>/dev/null || echo unknown)
 
 case "$MODE" in
-  quick) BUDGET=235; DRY_BUDGET=110 ;;
+  quick) BUDGET=240; DRY_BUDGET=110 ;;
   tests|bench) BUDGET=540; DRY_BUDGET=110 ;;
 esac
 (( DRY )) && BUDGET=$DRY_BUDGET
