@@ -5,7 +5,8 @@
 #   bash benchmarks/gpu_session.sh quick   ONE device call of at most 5 min (the call's ~1 min machine
 #                                          start included; this script's own work aims at <= 4 min):
 #       build the CUDA extension; swav-bench fwd+bwd on tiny, swav-1gpu, large-k in bf16 and large-k in
-#       fp32 (the DESIGN §5a targets); then, side by side: the GPU tests of the kernel families
+#       fp32 (the DESIGN §5a targets; every peer but reference-compiled, whose compile time the budget
+#       cannot carry: plain-compiled, the figure to beat, is measured); then, side by side: the GPU tests of the kernel families
 #       (tests/test_triton_*.py tests/test_cuda_*.py), compute-sanitizer memcheck, racecheck, synccheck
 #       and initcheck on CUDA kernel tests, one epoch of swav-train on the GPU (AMP, channels_last), and a
 #       2-process torchrun of it (SyncBatchNorm, NCCL) where the machine has >= 2 GPUs.
@@ -21,8 +22,8 @@
 # How to call it with the device tool, from the checkout the session was started in:
 #   here:   git rev-parse HEAD > .gpu-commit     (the device copy has no .git; .gpu-commit is git-ignored,
 #                                                 so it travels only when carried)
-#   run:    command="bash benchmarks/gpu_session.sh quick", carry=[".gpu-commit"], timeout_s=300
-#           (tests / bench modes: timeout_s=600)
+#   run:    command="bash benchmarks/gpu_session.sh quick", carry=[".gpu-commit"], timeout_s=270
+#           (the script stops itself after ~240 s; tests / bench modes: timeout_s=600)
 #
 # What lands where: the device tool returns at most 8 files from $OUT, at most 2 folders deep, named
 # only [A-Za-z0-9._-]. So everything is packed into these files in $OUT (written as the steps finish,
