@@ -23,7 +23,8 @@ def pytest_addoption(parser):
                     help="quick: tiny shapes; full: DESIGN §5 shapes and sweeps (default: full with CUDA)")
     group.addoption("--swav-device", default=None, help="torch device (default: cuda if available, else cpu)")
     group.addoption("--swav-compile-backend", default=None,
-                    help="torch.compile backend of the compiled peer (default: inductor; quick: aot_eager)")
+                    help="torch.compile backend of the reference-compiled and plain-compiled peers "
+                         "(default: inductor; quick: aot_eager)")
 
 
 def _device(config) -> torch.device:

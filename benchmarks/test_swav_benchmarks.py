@@ -3,12 +3,14 @@
 Times come from pytest-benchmark's timer around a call followed by a device synchronisation;
 ``extra_info`` holds the FLOP count, the bytes of the inputs and the peak memory above them
 (CUDA only; None on CPU). A peer that runs out of memory or returns NaN/inf is skipped with
-the reason (the plain exp-domain Sinkhorn overflows on large scores); other errors fail.
+the reason (the plain exp-domain Sinkhorn overflows on large scores), and so is a
+``<backend>-graph`` peer whose CUDA-graph capture fails; other errors fail.
 """
 import pytest
 import torch
 
-from swav_kernels.bench.hardware import matmul_flops, sinkhorn_bytes
+from swav_kernels.bench.flops import algorithm_flops, matmul_flops, sinkhorn_bytes
+from swav_kernels.bench.graphs import GraphCaptureError
 from swav_kernels.bench.peers import Unsupported, make_peer
 from swav_kernels.bench.problem import make_problem
 from swav_kernels.bench.timing import peak_memory_bytes, synchronize
@@ -28,6 +30,8 @@ def test_swav(benchmark, bench_case, bench_device, bench_settings):
         peak = peak_memory_bytes(fn, bench_device)
     except torch.OutOfMemoryError as error:
         pytest.skip(f"{peer_name} failed: out of memory ({str(error).splitlines()[0]})")
+    except GraphCaptureError as error:
+        pytest.skip(f"{peer_name} failed: {error}")
     if not all(bool(torch.isfinite(t).all()) for t in outputs):
         pytest.skip(f"{peer_name} failed: non-finite output (NaN or inf)")
     del outputs
@@ -39,6 +43,7 @@ def test_swav(benchmark, bench_case, bench_device, bench_settings):
     benchmark.group = f"{case.shape.name} {case.dtype} {case.op} {pass_}"
     benchmark.extra_info.update(
         device=str(bench_device), peer=peer_name, flops=matmul_flops(case.shape, case.op, pass_),
+        algorithm_flops=algorithm_flops(peer_name, case.shape, case.op, pass_, problem.sinkhorn_iterations),
         sinkhorn_bytes=sinkhorn_bytes(case.shape, dtype) if case.op == "sinkhorn" else None,
         input_bytes=problem.input_bytes(case.op), peak_bytes=peak,
     )

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from swav_kernels.bench.hardware import device_peaks, matmul_flops, matmul_peak, sinkhorn_bytes
+from swav_kernels.bench.flops import algorithm_flops, matmul_flops, matmul_passes, sinkhorn_bytes, useful_flops
+from swav_kernels.bench.hardware import MeasuredRate, device_peaks, matmul_peak, matmul_peak_for
 from swav_kernels.bench.runner import Settings, _base_record, _derive
 from swav_kernels.bench.shapes import NAMED_SHAPES, Case, plan_cases, sweep_shapes
 
@@ -19,6 +20,31 @@ def test_flop_counts_of_the_design_shapes():
     assert matmul_flops(swav_1gpu, "scores-lse", "fwd") == 2 * 2048 * 128 * 3000
     # large-k: 10 crops × 1024 images, D = 256, K = 65536
     assert matmul_flops(NAMED_SHAPES["large-k"], "loss", "fwd+bwd") == 6 * 10240 * 256 * 65536 == 1_030_792_151_040
+
+
+def test_matmul_passes_per_peer():
+    shape = NAMED_SHAPES["swav-1gpu"]  # V·B = 2048, |A| = 2, L = 3840, B = 256, K = 3000, D = 128
+    flop = 2 * 3000 * 128  # one row of one pass
+    # the reference, plain, their compiled forms and the scores path: scores once, queue scoring, 2 backward
+    for peer in ("reference", "reference-compiled", "plain", "plain-compiled", "triton-scores"):
+        rows = [m for _, m in matmul_passes(peer, shape, "loss", "fwd+bwd")]
+        assert rows == [2048, 2 * 3840, 2048, 2048]
+        assert algorithm_flops(peer, shape, "loss", "fwd+bwd") == useful_flops(shape, "loss", "fwd+bwd")
+        assert algorithm_flops(peer, shape, "loss", "fwd") == (2048 + 7680) * flop
+    # fused: 2T = 6 Sinkhorn passes over |A|·(L+B) = 8192 rows, codes·C over |A|·B = 512,
+    # scores + lse and softmax·C over 2048 (gradients on), ∂C recompute + softmaxᵀ·Z over 2048
+    for peer in ("triton", "cuda", "triton-graph"):
+        rows = [m for _, m in matmul_passes(peer, shape, "loss", "fwd+bwd")]
+        assert rows == [8192] * 6 + [512, 2048, 2048, 2048, 2048]
+        assert algorithm_flops(peer, shape, "loss", "fwd+bwd") == (6 * 8192 + 512 + 4 * 2048) * flop
+        assert algorithm_flops(peer, shape, "loss", "fwd") == (6 * 8192 + 512 + 2 * 2048) * flop
+    assert algorithm_flops("triton", shape, "loss", "fwd+bwd", iterations=0) == (512 + 4 * 2048) * flop
+    # scores-lse: fused 2 forward (+2 backward), materialised 1 (+2)
+    assert algorithm_flops("cuda", shape, "scores-lse", "fwd") == 2 * 2048 * flop
+    assert algorithm_flops("cuda", shape, "scores-lse", "fwd+bwd") == 4 * 2048 * flop
+    assert algorithm_flops("plain", shape, "scores-lse", "fwd+bwd") == 3 * 2048 * flop
+    assert matmul_passes("triton", shape, "sinkhorn", "fwd") == [] and algorithm_flops("triton", shape, "sinkhorn", "fwd") is None
+    assert matmul_passes("triton", shape, "attention", "fwd") is None
 
 
 def test_sinkhorn_traffic():
@@ -60,21 +86,49 @@ def _records(case, medians_ms, peaks_bytes):
     return records
 
 
+def test_measured_peak_is_preferred_to_the_datasheet():
+    h200 = device_peaks("NVIDIA H200")
+    bf16 = MeasuredRate("bfloat16", 8192, 788.0, 1.395, False)
+    fp32 = MeasuredRate("float32", 8192, 51.0, 21.6, False)
+    measured = {"bfloat16": bf16, "float32": fp32}
+    assert matmul_peak_for(torch.bfloat16, False, measured, h200) == (788.0, "measured bfloat16 torch.mm 8192³: 788 TFLOP/s")
+    assert matmul_peak_for(torch.float16, False, measured, h200)[0] == 788.0  # the same tensor cores
+    assert matmul_peak_for(torch.float32, False, measured, h200)[0] == 51.0
+    # a float32 rate measured without TF32 does not stand for a TF32 run: the datasheet's TF32 peak
+    assert matmul_peak_for(torch.float32, True, measured, h200) == (494.5, "datasheet H200 SXM tf32 tensor-core 494.5 TFLOP/s")
+    assert matmul_peak_for(torch.bfloat16, False, None, h200) == (989.5, "datasheet H200 SXM bf16 tensor-core 989.5 TFLOP/s")
+    assert matmul_peak_for(torch.bfloat16, False, None, None) is None
+
+
 def test_speedups_memory_ratio_and_fraction_of_peak():
     case = Case(NAMED_SHAPES["swav-4096"], "bfloat16", "loss", ("fwd+bwd",))
-    records = _records(case, {"reference": 4.0, "compiled": 2.0, "triton": 0.5},
-                       {"reference": 400 * 2**20, "compiled": 100 * 2**20, "triton": 10 * 2**20})
-    _derive(records, case, Settings(torch.device("cpu"), peaks=device_peaks("NVIDIA H100 80GB HBM3")))
+    medians = {"reference": 4.0, "reference-compiled": 2.0, "plain": 3.0, "plain-compiled": 1.0, "triton": 0.5}
+    records = _records(case, medians, {"reference": 400 * 2**20, "reference-compiled": 100 * 2**20,
+                                       "plain": 300 * 2**20, "plain-compiled": 50 * 2**20, "triton": 10 * 2**20})
+    measured = {"bfloat16": MeasuredRate("bfloat16", 8192, 800.0, 1.37, False)}
+    _derive(records, case, Settings(torch.device("cpu"), peaks=device_peaks("NVIDIA H100 80GB HBM3"),
+                                    measured_rates=measured))
     by_peer = {r["peer"]: r for r in records}
     triton = by_peer["triton"]
-    assert triton["speedup_vs_reference"] == 8.0 and triton["speedup_vs_compiled"] == 4.0
+    assert triton["speedup_vs_reference"] == 8.0 and triton["speedup_vs_reference_compiled"] == 4.0
+    assert triton["speedup_vs_plain_compiled"] == 2.0
     assert triton["memory_ratio_vs_reference"] == pytest.approx(0.025)
-    # 1.179648 GFLOP in 0.5 ms = 2.359296 TFLOP/s = 0.23843% of 989.5
-    assert triton["flops"] == 1_179_648_000
+    # useful: 1.179648 GFLOP in 0.5 ms = 2.359296 TFLOP/s, the same count for every peer
+    assert triton["flops"] == by_peer["plain"]["flops"] == 1_179_648_000
     assert triton["tflops"] == pytest.approx(2.359296)
-    assert triton["pct_of_peak"] == pytest.approx(100 * 2.359296 / 989.5)
+    # performed by the fused path at swav-4096 (no queue, |A|·B = 128): 6 Sinkhorn passes over 128 rows,
+    # codes·C over 128, 4 passes over 512 rows = 2944 rows × 2·3000·128 = 2.260992 GFLOP in 0.5 ms
+    assert triton["algorithm_flops"] == 2944 * 2 * 3000 * 128 == 2_260_992_000
+    assert triton["algorithm_tflops"] == pytest.approx(4.521984)
+    assert triton["pct_of_peak"] == pytest.approx(100 * 4.521984 / 800.0)  # the measured rate, not 989.5
+    assert triton["peak_kind"] == "measured bfloat16 torch.mm 8192³: 800 TFLOP/s"
+    plain = by_peer["plain"]
+    assert plain["algorithm_flops"] == plain["flops"]
+    assert plain["pct_of_peak"] == pytest.approx(100 * (1.179648 / 3.0) / 800.0)
     assert by_peer["reference"]["speedup_vs_reference"] == 1.0
-    assert by_peer["compiled"]["speedup_vs_reference"] == 2.0
+    assert by_peer["reference-compiled"]["speedup_vs_reference"] == 2.0
+    assert by_peer["plain-compiled"]["speedup_vs_plain_compiled"] == 1.0
+    assert plain["speedup_vs_plain_compiled"] == pytest.approx(1 / 3)
 
 
 def test_sinkhorn_fraction_of_bandwidth_and_no_peak_on_cpu():
@@ -102,5 +156,7 @@ def test_sweeps_and_plan():
     assert [n for n in names if n[0] == "swav-4096"] == [("swav-4096", "loss", ("fwd+bwd",)),
                                                         ("swav-4096", "sinkhorn", ("fwd",))]
     assert len(cases) == 1 + 5 + 1
+    tiny = NAMED_SHAPES["tiny"]  # issue 10's host-overhead probe: B = 4, K = 64
+    assert (tiny.batch, tiny.prototypes, tiny.nmb_crops, tiny.dim) == (4, 64, (2, 6), 128)
     with pytest.raises(ValueError, match="sweep must be one of"):
         sweep_shapes("d")

@@ -14,15 +14,16 @@ import swav_kernels.registry as registry
 from kernel_oracle import OracleKernels
 from swav_kernels.backend import Backend
 from swav_kernels.bench.cli import main
-from swav_kernels.bench.hardware import matmul_flops
+from swav_kernels.bench.flops import matmul_flops
 from swav_kernels.bench.shapes import QUICK_SHAPES, sweep_shapes
 from swav_kernels.kernel_backend import KernelBackend
 
 RECORD_KEYS = {
     "shape", "batch", "nmb_crops", "rows", "prototypes", "dim", "queue", "sweeps", "dtype", "op", "pass", "peer",
     "status", "reason", "first_call_ms", "samples_ms", "n_samples", "median_ms", "iqr_ms", "peak_bytes",
-    "input_bytes", "memory_ratio_vs_reference", "speedup_vs_reference", "speedup_vs_compiled",
-    "max_rel_err_vs_reference", "flops", "tflops", "bytes", "tbps", "pct_of_peak",
+    "input_bytes", "memory_ratio_vs_reference", "speedup_vs_reference", "speedup_vs_reference_compiled",
+    "speedup_vs_plain_compiled", "max_rel_err_vs_reference", "kernels", "memcpy", "memset", "flops", "tflops",
+    "algorithm_flops", "algorithm_tflops", "bytes", "tbps", "pct_of_peak",
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -55,11 +56,24 @@ def test_quick_run_succeeds_and_prints_the_table(quick_run):
     assert "peak memory is not measured on cpu" in done.stdout
     assert (out / "table.txt").read_text().strip() == done.stdout.strip()
     assert "swav-bench:" in done.stderr and "case" in done.stderr  # progress
+    # the device that ran, not the CUDA version torch was built with; every file written
+    device = [line for line in lines if line.startswith("device: ")]
+    assert len(device) == 1 and device[0].startswith("device: cpu (") and "; CUDA " not in device[0]
+    assert lines[-1].startswith("written: ") and f"{out / 'table.txt'}" in lines[-1]
+    assert f"{out / 'results.json'}" in lines[-1] and f"{out / 'time_vs_k.png'}" in lines[-1]
+    # the conventions are stated: what the ratio columns compare with, what the FLOP figures count
+    text = done.stdout
+    assert "x plain-comp" in lines[0] and "x ref-comp" in lines[0] and "useful TFLOP/s" in lines[0]
+    assert "plain-compiled (torch.compile of the plain" in " ".join(text.split())
+    assert "2·M·K·D" in text and "matmul_passes" in text
+    assert "% peak: not computed on cpu" in text
+    targets = [line for line in lines if line.startswith("target: ")]
+    assert len(targets) == 8 and all("not measured in this run" in t for t in targets)
 
 
 def test_quick_run_json_holds_every_sample(quick_run):
     _, _, data = quick_run
-    assert data["schema"] == "swav-bench/1" and data["complete"] is True
+    assert data["schema"] == "swav-bench/2" and data["complete"] is True
     env = data["environment"]
     for key in ("device_name", "torch", "cuda", "triton", "git", "date", "python"):
         assert key in env
@@ -74,6 +88,9 @@ def test_quick_run_json_holds_every_sample(quick_run):
                                                               for s in sweep_shapes(k, quick=True))]}
     for r in data["results"]:
         assert RECORD_KEYS <= set(r)
+        if r["peer"].endswith("-scores") and r["op"] != "loss":  # the scores path measures the loss only
+            assert r["status"] == "unsupported", r
+            continue
         assert r["status"] == "ok", r
         assert r["n_samples"] == len(r["samples_ms"]) >= 3
         assert r["median_ms"] == pytest.approx(statistics.median(r["samples_ms"]))
@@ -81,7 +98,12 @@ def test_quick_run_json_holds_every_sample(quick_run):
         assert r["flops"] == matmul_flops(shapes[r["shape"]], r["op"], r["pass"])
         if r["peer"] != "reference":
             assert r["max_rel_err_vs_reference"] < 1e-5
-    assert {r["peer"] for r in data["results"]} >= {"reference", "compiled", "plain"}
+    assert {r["peer"] for r in data["results"]} >= {"reference", "reference-compiled", "plain", "plain-compiled"}
+    for r in data["results"]:
+        assert r["kernels"] is None and r["pct_of_peak"] is None  # not counted, no peak on a CPU
+        if r["op"] == "loss" and r["pass"] == "fwd+bwd" and r["peer"] != "plain-compiled":
+            assert r["speedup_vs_plain_compiled"] > 0
+    assert data["measured_peaks"] == {}
 
 
 def test_quick_run_draws_valid_pngs(quick_run):
@@ -148,7 +170,8 @@ def test_kernel_backends_are_discovered_from_the_registry(tmp_path, registry_cop
     registry_copy["oracle"] = lambda: KernelBackend(OracleKernels())
     registry_copy["absent"] = AbsentBackend
     code, text = run_in_process(["--quick", "--sweeps", "--ops", "loss", "scores-lse",
-                                 "--peers", "reference", "plain", "oracle", "absent", "--out", str(tmp_path)])
+                                 "--peers", "reference", "plain", "oracle", "oracle-scores", "oracle-graph", "absent",
+                                 "--out", str(tmp_path)])
     assert code == 0
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["backends"]["bfloat16"]["oracle"] is None
@@ -165,6 +188,19 @@ def test_kernel_backends_are_discovered_from_the_registry(tmp_path, registry_cop
         ref = reference[(r["dtype"], r["op"], r["pass"])]
         assert r["speedup_vs_reference"] == pytest.approx(ref["median_ms"] / r["median_ms"])
     assert not any(r["peer"] == "absent" for r in data["results"])
+    # the scores path: the loss only, the same function; no CUDA graph on a CPU
+    scores = {(r["dtype"], r["op"], r["pass"]): r for r in data["results"] if r["peer"] == "oracle-scores"}
+    for (dtype, op, pass_), r in scores.items():
+        if op == "loss":
+            assert r["status"] == "ok"
+            assert r["max_rel_err_vs_reference"] < (1e-5 if dtype == "float32" else 1e-2)
+        else:
+            assert r["status"] == "unsupported"
+    assert not any(r["peer"] == "oracle-graph" for r in data["results"])
+    # performed FLOPs follow each peer's algorithm: the fused path recomputes, the scores path does not
+    fused = {(r["dtype"], r["op"], r["pass"]): r for r in oracle}
+    loss = ("float32", "loss", "fwd+bwd")
+    assert fused[loss]["algorithm_flops"] > fused[loss]["flops"] == scores[loss]["algorithm_flops"]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -173,6 +209,7 @@ def test_kernel_backends_are_discovered_from_the_registry(tmp_path, registry_cop
     (["--shapes", "swav-9000"], "unknown shape(s) ['swav-9000']"),
     (["--quick", "--shapes", "large-k"], "unknown quick shape(s) ['large-k']"),
     (["--peers", "fastest"], "unknown peer(s) ['fastest']"),
+    (["--peers", "compiled"], "unknown peer(s) ['compiled']"),
     (["--min-samples", "0"], "--min-samples must be >= 1"),
     (["--rep-ms", "-1"], "--rep-ms must be >= 0"),
     (["--budget-s", "0"], "--budget-s must be > 0"),
@@ -181,6 +218,10 @@ def test_kernel_backends_are_discovered_from_the_registry(tmp_path, registry_cop
     (["--device", "meta"], "must be a cpu or cuda device"),
     (["--shapes", "--sweeps"], "nothing to run"),
     (["--batch", "3"], "unrecognized arguments: --batch 3"),
+    (["--exclude-peers", "fastest"], "--exclude-peers: unknown peer(s) ['fastest']"),
+    (["--cases", "tiny"], "--cases: ['tiny'] are not SHAPE:DTYPE"),
+    (["--cases", "tiny:float16"], "--cases: ['tiny:float16'] are not SHAPE:DTYPE with DTYPE among --dtypes"),
+    (["--quick", "--cases", "tiny:float32"], "--cases matched none"),
 ])
 def test_argument_errors_are_argparse_errors(argv, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
@@ -222,3 +263,15 @@ def test_from_json_missing_file_is_an_argument_error(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["--from-json", str(tmp_path / "none.json")])
     assert exit_info.value.code == 2 and "--from-json: no such file" in capsys.readouterr().err
+
+
+def test_cases_and_excluded_peers_narrow_the_plan(tmp_path):
+    code, _ = run_in_process(["--shapes", "tiny", "--sweeps", "--ops", "loss", "--passes", "fwd+bwd",
+                              "--dtypes", "bfloat16", "float32", "--cases", "tiny:float32",
+                              "--exclude-peers", "reference-compiled", "plain-compiled", "--compile-backend", "eager",
+                              "--warmup-ms", "0", "--rep-ms", "0", "--min-samples", "1", "--out", str(tmp_path)])
+    assert code == 0
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert {(r["shape"], r["dtype"], r["op"], r["pass"]) for r in results} == {("tiny", "float32", "loss", "fwd+bwd")}
+    peers = {r["peer"] for r in results}
+    assert {"reference", "plain"} <= peers and not peers & {"reference-compiled", "plain-compiled"}

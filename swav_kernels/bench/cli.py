@@ -1,8 +1,11 @@
 """``swav-bench`` (or ``python -m swav_kernels.bench``): time and memory of the SwAV loss.
 
-Runs the DESIGN §5 shapes and the K / rows / queue sweeps on every peer (reference eager,
-reference compiled, the plain user-style loss, each available kernel backend), prints one
-table, and writes ``results.json`` (every raw sample), ``table.txt`` and PNG plots.
+Runs the DESIGN §5 shapes and the K / rows / queue sweeps on every peer (reference eager and
+compiled, the plain user-style loss eager and compiled, each available kernel backend's fused
+path, scores path and CUDA-graph replay), prints one table with the targets of DESIGN §5a under
+it, and writes ``results.json`` (every raw sample), ``table.txt`` and PNG plots. On a GPU it first
+measures the bf16 (and fp32) matmul rate, which "% peak" divides by, and counts the device
+kernels of every call with ``torch.profiler``.
 """
 from __future__ import annotations
 
@@ -16,9 +19,10 @@ import time
 import torch
 
 from ..registry import backend_names, backend_status
-from .hardware import device_peaks
-from .peers import BUILTIN_PEERS
-from .report import environment, format_table, target_lines, write_json
+from .hardware import device_peaks, measure_matmul_rate
+from .peers import BUILTIN_PEERS, GRAPH_SUFFIX, SCORES_SUFFIX
+from .report import device_line, legend_lines, environment, format_table, write_json
+from .targets import target_lines
 from .runner import Settings, run_cases
 from .shapes import NAMED_SHAPES, OPS, PASSES, QUICK_SHAPES, SWEEPS, display_order, plan_cases
 
@@ -28,14 +32,16 @@ TIMING_DEFAULTS = {"warmup_ms": (25.0, 5.0), "rep_ms": (100.0, 20.0), "min_sampl
 
 
 def _peer_names() -> list[str]:
-    return list(BUILTIN_PEERS) + [n for n in backend_names() if n not in ("auto", *BUILTIN_PEERS)]
+    backends = [n for n in backend_names() if n not in ("auto", *BUILTIN_PEERS)]
+    return list(BUILTIN_PEERS) + [n + suffix for n in backends for suffix in ("", SCORES_SUFFIX, GRAPH_SUFFIX)]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="swav-bench",
-        description="Time and peak memory of the SwAV loss on every peer (reference eager and compiled, "
-                    "the plain user-style loss, each available kernel backend): one table, results.json, PNG plots.")
+        description="Time, peak memory and device kernels of the SwAV loss on every peer (reference and plain "
+                    "user-style loss, eager and compiled; each available kernel backend, its scores path and its "
+                    "CUDA-graph replay): one table with the DESIGN §5a targets, results.json, PNG plots.")
     parser.add_argument("--quick", action="store_true",
                         help="tiny shapes and short timings: the whole harness in well under a minute on a CPU")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
@@ -50,9 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=["float32", "bfloat16"])
     parser.add_argument("--peers", nargs="+", metavar="NAME", default=None,
                         help=f"peers to run (default: every available one; known: {', '.join(_peer_names())})")
+    parser.add_argument("--exclude-peers", nargs="+", metavar="NAME", default=[],
+                        help="peers not to run (e.g. reference-compiled, to save its compile time)")
+    parser.add_argument("--cases", nargs="+", metavar="SHAPE:DTYPE", default=None,
+                        help="run only these (shape, dtype) pairs of the plan, e.g. tiny:bfloat16 large-k:float32")
     parser.add_argument("--compile-backend", default=None,
-                        help="torch.compile backend of the compiled peer (full: inductor; quick: aot_eager, which "
-                             "traces like inductor but generates no code, so the quick run takes seconds)")
+                        help="torch.compile backend of the reference-compiled and plain-compiled peers (full: "
+                             "inductor; quick: aot_eager, which traces like inductor but generates no code, so the "
+                             "quick run takes seconds)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice; quick: 1, steadier on a busy CPU)")
     parser.add_argument("--warmup-ms", type=float, help="warm-up time per measurement (full 25, quick 5)")
@@ -65,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--score-scale", type=float, default=1.0,
                         help="norm of the prototypes: scores lie in [-s, s] (s > 4.4 overflows exp(s/0.05))")
     parser.add_argument("--allow-tf32", action="store_true", help="let float32 matmuls use TF32 tensor cores")
+    parser.add_argument("--no-peak-measure", action="store_true",
+                        help="on a GPU, skip measuring the matmul rate at start-up (8192³ torch.mm in bf16, and "
+                             "fp32 when measured); %% peak then divides by the datasheet's figure")
+    parser.add_argument("--no-kernel-count", action="store_true",
+                        help="on a GPU, skip counting each call's device kernels with torch.profiler")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("swav-bench-results"),
                         help="folder for results.json, table.txt and the PNG plots")
     parser.add_argument("--no-plots", action="store_true")
@@ -80,10 +96,18 @@ def _check_args(parser: argparse.ArgumentParser, args) -> torch.device:
     unknown = [s for s in args.shapes if s not in named]
     if unknown:
         parser.error(f"--shapes: unknown {'quick ' if args.quick else ''}shape(s) {unknown}; choose from {list(named)}")
-    if args.peers is not None:
-        unknown = [p for p in args.peers if p not in _peer_names()]
+    for option in ("peers", "exclude_peers"):
+        unknown = [p for p in getattr(args, option) or () if p not in _peer_names()]
         if unknown:
-            parser.error(f"--peers: unknown peer(s) {unknown}; choose from {_peer_names()}")
+            parser.error(f"--{option.replace('_', '-')}: unknown peer(s) {unknown}; choose from {_peer_names()}")
+    if args.exclude_peers:
+        args.peers = [p for p in (args.peers or _peer_names()) if p not in args.exclude_peers]
+    if args.cases is not None:
+        pairs = [tuple(c.split(":", 1)) for c in args.cases]
+        bad = [c for c, pair in zip(args.cases, pairs) if len(pair) != 2 or pair[1] not in args.dtypes]
+        if bad:
+            parser.error(f"--cases: {bad} are not SHAPE:DTYPE with DTYPE among --dtypes {args.dtypes}")
+        args.cases = [list(pair) for pair in pairs]
     if args.compile_backend is None:
         args.compile_backend = "aot_eager" if args.quick else "inductor"
     if args.threads is None and args.quick:
@@ -154,20 +178,36 @@ def main(argv=None) -> int:
 
 def _run(parser: argparse.ArgumentParser, args, device: torch.device) -> int:
     cases = plan_cases(args.shapes, args.sweeps, args.ops, args.passes, args.dtypes, quick=args.quick)
+    if args.cases is not None:
+        wanted = {tuple(pair) for pair in args.cases}
+        cases = [c for c in cases if (c.shape.name, c.dtype) in wanted]
     if not cases:
-        parser.error("nothing to run: no shapes and no sweeps were chosen")
+        parser.error("nothing to run: no shapes and no sweeps were chosen (or --cases matched none)")
 
     env = environment(device)
     peaks = device_peaks(env["device_name"]) if device.type == "cuda" else None
+    measured, measure_errors = {}, {}
+    if device.type == "cuda" and not args.no_peak_measure:
+        wanted = ["bfloat16"] + (["float32"] if "float32" in args.dtypes else [])
+        print(f"swav-bench: measuring the matmul rate ({', '.join(wanted)}, 8192³ torch.mm)", file=sys.stderr,
+              flush=True)
+        for dtype in wanted:
+            try:
+                measured[dtype] = measure_matmul_rate(device, getattr(torch, dtype))
+            except Exception as error:  # out of memory on a small or busy GPU, ...
+                measure_errors[dtype] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
     settings = Settings(device=device, peers=tuple(args.peers) if args.peers else None,
                         warmup_ms=args.warmup_ms, rep_ms=args.rep_ms, min_samples=args.min_samples,
                         max_samples=args.max_samples, seed=args.seed, score_scale=args.score_scale,
                         compile_backend=args.compile_backend, budget_s=args.budget_s, peaks=peaks,
-                        allow_tf32=torch.backends.cuda.matmul.allow_tf32)
+                        measured_rates=measured or None, allow_tf32=torch.backends.cuda.matmul.allow_tf32,
+                        count_kernels=not args.no_kernel_count)
     backends = {dtype: backend_status(device, getattr(torch, dtype)) for dtype in args.dtypes}
     meta = {
         "environment": env,
         "peaks": None if peaks is None else dataclasses.asdict(peaks),
+        "measured_peaks": {k: dataclasses.asdict(v) for k, v in measured.items()},
+        "measured_peak_errors": measure_errors,
         "settings": {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()},
         "backends": backends,
         "cases": [{"shape": c.shape.name, "dtype": c.dtype, "op": c.op, "passes": list(c.passes),
@@ -189,12 +229,40 @@ def _run(parser: argparse.ArgumentParser, args, device: torch.device) -> int:
     return 0
 
 
+def peak_line(meta: dict) -> str:
+    """The matmul peak that "% peak" divides by: the rate measured on the device at start-up
+    next to the datasheet's dense figure; the measured one is used where there is one."""
+    env = meta["environment"]
+    if not env["device"].startswith("cuda"):
+        return f"% peak: not computed on {env['device']} (no matmul peak is measured or known for a CPU)"
+    parts = []
+    for dtype, rate in (meta.get("measured_peaks") or {}).items():
+        mode = " (TF32 allowed)" if dtype == "float32" and rate.get("allow_tf32") else ""
+        parts.append(f"measured {dtype} torch.mm {rate['n']}³{mode} {rate['tflops']:.0f} TFLOP/s")
+    for dtype, error in (meta.get("measured_peak_errors") or {}).items():
+        parts.append(f"{dtype} rate not measured ({error})")
+    sheet = meta.get("peaks")
+    if sheet:
+        parts.append(f"datasheet {sheet['model']} dense: bf16 {sheet['bf16_tflops']:g}, tf32 {sheet['tf32_tflops']:g}, "
+                     f"fp32 {sheet['fp32_tflops']:g} TFLOP/s, HBM {sheet['hbm_tbps']:g} TB/s")
+    else:
+        parts.append(f"datasheet: {env['device_name']} is not in the table of known devices")
+    use = ("% peak divides by the measured rate of the dtype's matrix unit (fp16 uses the bf16 rate), else by "
+           "the datasheet's" if meta.get("measured_peaks") else "% peak divides by the datasheet's figure")
+    return "matmul peak: " + "; ".join(parts) + f". {use}"
+
+
 def _notes(meta: dict, records: list[dict]) -> list[str]:
     """What the table cannot say by itself: the compile backend, backends not run, missing figures."""
     env, notes = meta["environment"], []
-    if any(r["peer"] == "compiled" for r in records):
-        notes.append("compiled = the reference under torch.compile(fullgraph=True, "
-                     f"backend={meta['settings']['compile_backend']!r})")
+    compiled = sorted({r["peer"] for r in records if r["peer"].endswith("-compiled")})
+    if compiled:
+        notes.append(f"{' and '.join(compiled)}: torch.compile backend {meta['settings']['compile_backend']!r} "
+                     "(reference: fullgraph=True; plain: default options)")
+    if any(r["peer"].endswith(GRAPH_SUFFIX) for r in records):
+        notes.append("<backend>-graph: one call captured with torch.cuda.graph on static inputs, timed as replays "
+                     "(peak memory: over warm-up and capture); <backend>-scores: the user's matmul, then "
+                     "swav_loss(scores, queue_scores=...)")
     for dtype, status in meta["backends"].items():
         for name, reason in status.items():
             if reason is not None and name not in BUILTIN_PEERS:
@@ -202,8 +270,6 @@ def _notes(meta: dict, records: list[dict]) -> list[str]:
     device_type = torch.device(env["device"]).type
     if device_type != "cuda":
         notes.append(f"peak memory is not measured on {device_type} (n/a): the allocator keeps no peak statistics")
-    elif meta["peaks"] is None:
-        notes.append(f"% of peak: {env['device_name']} is not in the table of known devices")
     return notes
 
 
@@ -220,10 +286,10 @@ def _report(meta: dict, records: list[dict], out: pathlib.Path, draw: bool) -> t
             plots = [p.name for p in written]
             notes += plot_notes
     env = meta["environment"]
-    text = "\n".join([format_table(display_order(records)), "", *target_lines(records), *notes,
-                      f"device: {env['device_name']}; torch {env['torch']}; CUDA {env['cuda']}; "
-                      f"triton {env['triton']}; {env['date']}",
-                      f"written: {out / 'results.json'}" + "".join(f", {out / p}" for p in plots)])
+    allow_tf32 = bool(meta.get("settings", {}).get("allow_tf32") or env.get("allow_tf32"))
+    text = "\n".join([format_table(display_order(records)), "", *legend_lines(), peak_line(meta), *notes,
+                      *target_lines(records, allow_tf32), device_line(env),
+                      f"written: {out / 'results.json'}, {out / 'table.txt'}" + "".join(f", {out / p}" for p in plots)])
     (out / "table.txt").write_text(text + "\n")
     return text, plots, notes
 

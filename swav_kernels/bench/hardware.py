@@ -1,4 +1,5 @@
-"""Work models of the benchmarked operations and the peak rates of known GPUs.
+"""Peak rates of the GPU: the datasheet figures of known models, and a matmul rate measured
+on the device at start-up (what "% of peak" divides by where it could be measured).
 
 Peak figures are NVIDIA's datasheet numbers for dense math (the datasheets quote tensor-core
 TF32/BF16 "with sparsity"; dense is half of that):
@@ -12,11 +13,11 @@ TF32/BF16 "with sparsity"; dense is half of that):
 """
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 import torch
 
-from .shapes import Shape
 
 
 @dataclass(frozen=True)
@@ -64,24 +65,58 @@ def matmul_peak(peaks: DevicePeaks, dtype: torch.dtype, allow_tf32: bool) -> tup
     return peaks.fp32_tflops, "fp32"
 
 
-def matmul_flops(shape: Shape, op: str, pass_: str) -> int | None:
-    """Lower bound on the matmul FLOPs of ``op`` (DESIGN §5), None for the Sinkhorn alone.
+@dataclass(frozen=True)
+class MeasuredRate:
+    """A matmul rate measured on the device: ``n×n @ n×n`` in ``dtype``, median of the samples."""
 
-    Scores ``S = Z Cᵀ`` cost 2·(V·B)·D·K; the backward adds ∂Z = ∂S C and ∂C = ∂Sᵀ Z, so
-    forward+backward is 6·(V·B)·D·K. The loss also scores the queue: 2·|A|·L·D·K, forward only.
-    The Sinkhorn's exp/sum passes are not matmul work and are not counted.
-    """
-    if op == "sinkhorn":
+    dtype: str
+    n: int
+    tflops: float
+    median_ms: float
+    allow_tf32: bool
+
+    def describe(self) -> str:
+        mode = " (TF32 allowed)" if self.dtype == "float32" and self.allow_tf32 else ""
+        return f"measured {self.dtype} torch.mm {self.n}³{mode}: {self.tflops:.0f} TFLOP/s"
+
+
+def measure_matmul_rate(device: torch.device, dtype: torch.dtype, n: int = 8192, warmup_ms: float = 25.0,
+                        rep_ms: float = 100.0) -> MeasuredRate | None:
+    """The rate of ``torch.mm`` on two random ``n×n`` matrices in ``dtype``, timed with the same
+    timer as the benchmark (``timing.cuda_samples``); None on a CPU (not measured there)."""
+    from .timing import cuda_samples
+
+    if device.type != "cuda":
         return None
-    per_pass = 2 * shape.rows * shape.dim * shape.prototypes
-    flops = per_pass * (3 if pass_ == "fwd+bwd" else 1)
-    if op == "loss":
-        flops += 2 * len(shape.crops_for_assign) * shape.queue * shape.dim * shape.prototypes
-    return flops
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    samples = cuda_samples(lambda: torch.mm(a, b), device, warmup_ms, rep_ms, min_samples=10, max_samples=100)
+    median = statistics.median(samples)
+    del a, b
+    torch.cuda.empty_cache()
+    return MeasuredRate(str(dtype).removeprefix("torch."), n, 2 * n**3 / (median / 1e3) / 1e12, median,
+                        bool(torch.backends.cuda.matmul.allow_tf32))
 
 
-def sinkhorn_bytes(shape: Shape, dtype: torch.dtype) -> int:
-    """Lower bound on the memory traffic of the Sinkhorn alone: read the (|A|, L+B, K) scores
-    once and write the float32 codes of the same shape once."""
-    elements = len(shape.crops_for_assign) * shape.sinkhorn_rows * shape.prototypes
-    return elements * (torch.empty((), dtype=dtype).element_size() + 4)
+def matmul_peak_for(dtype: torch.dtype, allow_tf32: bool, measured: dict | None,
+                    datasheet: DevicePeaks | None) -> tuple[float, str] | None:
+    """(TFLOP/s, description) of the peak that "% of peak" divides by for ``dtype``: the rate
+    measured on the device where there is one for the dtype's matrix unit (``measured`` maps
+    "bfloat16"/"float32" to a ``MeasuredRate``; float16 uses the bf16 rate, the same tensor
+    cores; a float32 rate counts only if measured with the same TF32 setting), else the
+    datasheet's dense peak; None with neither."""
+    rate = None
+    if measured:
+        if dtype in (torch.bfloat16, torch.float16):
+            rate = measured.get("bfloat16")
+        elif dtype == torch.float32:
+            rate = measured.get("float32")
+            if rate is not None and rate.allow_tf32 != allow_tf32:
+                rate = None
+    if rate is not None:
+        return rate.tflops, rate.describe()
+    if datasheet is not None:
+        peak, kind = matmul_peak(datasheet, dtype, allow_tf32)
+        return peak, f"datasheet {datasheet.model} {kind} {peak:g} TFLOP/s"
+    return None

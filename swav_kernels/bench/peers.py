@@ -1,10 +1,17 @@
 """The implementations measured side by side ("peers") and the callables timed for each.
 
 - ``reference``: ``swav_loss(..., backend="reference")``, eager PyTorch (the baseline);
-- ``compiled``: the same reference under ``torch.compile(fullgraph=True)``;
-- ``plain``: the loss as trainers write it (``swav_kernels.bench.plain``);
+- ``reference-compiled``: the same reference under ``torch.compile(fullgraph=True)``;
+- ``plain``: the loss as trainers write it (``swav_kernels.bench.plain``, facebookresearch/swav);
+- ``plain-compiled``: ``torch.compile`` of that plain loss: the figure to beat, what a user
+  gets from 30 lines and one decorator;
 - every kernel backend the registry reports available for the device and dtype
-  (``swav_kernels.backend_status``), under its registered name.
+  (``swav_kernels.backend_status``), under its registered name: the fused path
+  ``swav_loss(z, prototypes=C, queue=...)``;
+- ``<backend>-scores``: the scores path, the user's matmul then
+  ``swav_loss(scores, queue_scores=..., backend=<backend>)`` (loss only);
+- ``<backend>-graph`` (CUDA only): the backend's calls captured once into a CUDA graph and
+  replayed (``graphs.graphed``); a capture failure is that peer's recorded status.
 
 ``Peer.functions(op, problem)`` returns, per pass, a callable that runs the operation once
 and returns its outputs (forward: the value; forward+backward: the gradients with respect to
@@ -20,10 +27,13 @@ import torch
 from ..loss import sinkhorn, swav_loss
 from ..reference import accumulation_dtype
 from ..registry import backend_status, resolve_backend
+from .graphs import graphed
 from .plain import plain_scores_logsumexp, plain_sinkhorn, plain_swav_loss
 from .problem import Problem
 
-BUILTIN_PEERS = ("reference", "compiled", "plain")
+BUILTIN_PEERS = ("reference", "reference-compiled", "plain", "plain-compiled")
+# suffixes of the peers derived from each kernel backend: its scores path, its CUDA-graph replay
+SCORES_SUFFIX, GRAPH_SUFFIX = "-scores", "-graph"
 Outputs = tuple  # of tensors
 Passes = dict  # pass name -> Callable[[], Outputs]
 
@@ -101,17 +111,22 @@ class ReferencePeer(Peer):
         return _lse_passes(lambda: reference_scores_logsumexp(z, c, problem.temperature), problem)
 
 
-class CompiledReferencePeer(Peer):
-    """The reference under ``torch.compile``; each case compiles afresh (static shapes)."""
+def _compile(fn, backend: str, fullgraph: bool):
+    torch._dynamo.reset()  # a clean cache per case: no recompile limit, no stale guards
+    return torch.compile(fn, fullgraph=fullgraph, backend=backend)
 
-    name = "compiled"
+
+class CompiledReferencePeer(Peer):
+    """The reference under ``torch.compile(fullgraph=True)``; each case compiles afresh
+    (static shapes)."""
+
+    name = "reference-compiled"
 
     def __init__(self, compile_backend: str = "inductor") -> None:
         self.compile_backend = compile_backend
 
     def _compile(self, fn):
-        torch._dynamo.reset()  # a clean cache per case: no recompile limit, no stale guards
-        return torch.compile(fn, fullgraph=True, backend=self.compile_backend)
+        return _compile(fn, self.compile_backend, fullgraph=True)
 
     def functions(self, op, problem):
         z, c = problem.embeddings, problem.prototypes
@@ -140,6 +155,32 @@ class PlainPeer(Peer):
             return {"fwd": lambda: (torch.stack([plain_sinkhorn(x[a], problem.epsilon, problem.sinkhorn_iterations)
                                                  for a in range(x.shape[0])]),)}
         return _lse_passes(lambda: plain_scores_logsumexp(z, c, problem.temperature), problem)
+
+
+class CompiledPlainPeer(Peer):
+    """``torch.compile`` of the plain loss, as a user would write it: default options (graph
+    breaks allowed), each case compiled afresh."""
+
+    name = "plain-compiled"
+
+    def __init__(self, compile_backend: str = "inductor") -> None:
+        self.compile_backend = compile_backend
+
+    def functions(self, op, problem):
+        shape = problem.shape
+        z, c = problem.embeddings, problem.prototypes
+        if op == "loss":
+            compiled = _compile(plain_swav_loss, self.compile_backend, fullgraph=False)
+            return _loss_passes(lambda: compiled(
+                z, c, shape.n_crops, shape.crops_for_assign, problem.temperature, problem.epsilon,
+                problem.sinkhorn_iterations, problem.queue), problem)
+        if op == "sinkhorn":
+            compiled = _compile(plain_sinkhorn, self.compile_backend, fullgraph=False)
+            x = problem.sinkhorn_scores
+            return {"fwd": lambda: (torch.stack([compiled(x[a], problem.epsilon, problem.sinkhorn_iterations)
+                                                 for a in range(x.shape[0])]),)}
+        compiled = _compile(plain_scores_logsumexp, self.compile_backend, fullgraph=False)
+        return _lse_passes(lambda: compiled(z, c, problem.temperature), problem)
 
 
 class KernelPeer(Peer):
@@ -174,25 +215,84 @@ class KernelPeer(Peer):
         return {"fwd": forward, "fwd+bwd": forward_backward}
 
 
+class ScoresPathPeer(Peer):
+    """``<backend>-scores``: the scores path of a kernel backend, the loss of ``Z Cᵀ`` computed
+    by the user (the matmul in the input dtype, as an ``nn.Linear`` gives it) with the queue's
+    scores passed as ``queue_scores``; loss only."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend, self.name = backend, backend + SCORES_SUFFIX
+
+    def functions(self, op, problem):
+        if op != "loss":
+            raise Unsupported(f"{self.name} measures the loss only (the scores path has no {op} of its own)")
+        shape, z, c, queue = problem.shape, problem.embeddings, problem.prototypes, problem.queue
+
+        def loss():
+            return swav_loss(
+                z @ c.t(), nmb_crops=list(shape.nmb_crops), crops_for_assign=shape.crops_for_assign,
+                temperature=problem.temperature, epsilon=problem.epsilon,
+                sinkhorn_iterations=problem.sinkhorn_iterations,
+                queue_scores=None if queue is None else queue @ c.t(), backend=self.backend,
+                check_finite_inputs=False)
+
+        return _loss_passes(loss, problem)
+
+
+class GraphPeer(Peer):
+    """``<backend>-graph``: every pass of the backend's fused path captured into a CUDA graph
+    at its first call and replayed (``graphs.graphed``)."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend, self.name = backend, backend + GRAPH_SUFFIX
+
+    def functions(self, op, problem):
+        if problem.embeddings.device.type != "cuda":
+            raise Unsupported("CUDA graphs need a CUDA device")
+        return {pass_: graphed(fn) for pass_, fn in KernelPeer(self.backend).functions(op, problem).items()}
+
+
+def derived_peer_names(backend: str, device) -> tuple[list[str], dict[str, str]]:
+    """(the peers measured for an available kernel ``backend`` on ``device``, {name: why not})."""
+    names, unavailable = [backend, backend + SCORES_SUFFIX], {}
+    if torch.device(device).type == "cuda":
+        names.append(backend + GRAPH_SUFFIX)
+    else:
+        unavailable[backend + GRAPH_SUFFIX] = "CUDA graphs need a CUDA device"
+    return names, unavailable
+
+
 def available_peer_names(device, dtype) -> tuple[list[str], dict[str, str]]:
-    """(names of the peers that run on ``device`` with ``dtype``, {unavailable name: reason})."""
-    names, unavailable = list(BUILTIN_PEERS), {}
+    """(names of the peers that run on ``device`` with ``dtype``, {unavailable name: reason}):
+    the built-in peers, then each available kernel backend and its scores path, then the
+    CUDA-graph peers last (a capture that fails can leave the device in a poorer state)."""
+    names, graphs, unavailable = list(BUILTIN_PEERS), [], {}
     for name, reason in backend_status(device, dtype).items():
         if name in BUILTIN_PEERS:
             continue
         if reason is None:
-            names.append(name)
+            derived, why_not = derived_peer_names(name, device)
+            names += [n for n in derived if not n.endswith(GRAPH_SUFFIX)]
+            graphs += [n for n in derived if n.endswith(GRAPH_SUFFIX)]
+            unavailable.update(why_not)
         else:
             unavailable[name] = reason
-    return names, unavailable
+    return names + graphs, unavailable
 
 
 def make_peer(name: str, compile_backend: str = "inductor") -> Peer:
-    """The peer called ``name`` (a built-in peer or a registered kernel backend)."""
+    """The peer called ``name`` (a built-in peer, a registered kernel backend, or one of the
+    ``-scores`` / ``-graph`` peers derived from a backend)."""
     if name == "reference":
         return ReferencePeer()
-    if name == "compiled":
+    if name == "reference-compiled":
         return CompiledReferencePeer(compile_backend)
     if name == "plain":
         return PlainPeer()
+    if name == "plain-compiled":
+        return CompiledPlainPeer(compile_backend)
+    if name.endswith(SCORES_SUFFIX):
+        return ScoresPathPeer(name[: -len(SCORES_SUFFIX)])
+    if name.endswith(GRAPH_SUFFIX):
+        return GraphPeer(name[: -len(GRAPH_SUFFIX)])
     return KernelPeer(name)

@@ -1,8 +1,9 @@
 """Run benchmark cases: every peer on every pass of a case, measured and compared.
 
 Each (case, pass, peer) gives one record (a flat dict, as written to the JSON). A peer that
-raises (out of memory, a compile error, …) or returns NaN/inf (the plain Sinkhorn's exp
-overflowing) is recorded with ``status="failed"`` and the reason; the run goes on.
+raises (out of memory, a compile error, a failed CUDA-graph capture, …) or returns NaN/inf (the
+plain Sinkhorn's exp overflowing) is recorded with ``status="failed"`` and the reason; the run
+goes on.
 """
 from __future__ import annotations
 
@@ -13,11 +14,17 @@ from typing import Iterable, Iterator
 
 import torch
 
-from .hardware import DevicePeaks, matmul_flops, matmul_peak, sinkhorn_bytes
-from .peers import Unsupported, available_peer_names, make_peer
+from .flops import algorithm_flops, sinkhorn_bytes, useful_flops
+from .hardware import DevicePeaks, matmul_peak_for
+from .launches import count_device_work
+from .peers import GRAPH_SUFFIX, Unsupported, available_peer_names, make_peer
 from .problem import make_problem
 from .shapes import Case
 from .timing import cpu_samples, cuda_samples, first_call_ms, peak_memory_bytes
+
+# the peers every other one is compared with: record key of the speed-up -> peer
+BASELINES = {"speedup_vs_reference": "reference", "speedup_vs_reference_compiled": "reference-compiled",
+             "speedup_vs_plain_compiled": "plain-compiled"}
 
 
 @dataclass
@@ -34,8 +41,10 @@ class Settings:
     score_scale: float = 1.0
     compile_backend: str = "inductor"
     budget_s: float | None = None
-    peaks: DevicePeaks | None = None
+    peaks: DevicePeaks | None = None  # the datasheet's
+    measured_rates: dict | None = None  # {"bfloat16"/"float32": hardware.MeasuredRate} measured at start-up
     allow_tf32: bool = False
+    count_kernels: bool = True  # profile one call per record (CUDA only)
 
 
 def rel_err(actual: tuple, expected: tuple) -> float:
@@ -73,21 +82,36 @@ def _base_record(case: Case, pass_: str, peer: str) -> dict:
         "dtype": case.dtype, "op": case.op, "pass": pass_, "peer": peer, "status": "ok", "reason": None,
         "first_call_ms": None, "samples_ms": [], "n_samples": 0, "median_ms": None, "iqr_ms": None,
         "peak_bytes": None, "input_bytes": None, "memory_ratio_vs_reference": None,
-        "speedup_vs_reference": None, "speedup_vs_compiled": None, "max_rel_err_vs_reference": None,
-        "flops": None, "tflops": None, "bytes": None, "tbps": None, "pct_of_peak": None, "peak_kind": None,
+        **{key: None for key in BASELINES}, "max_rel_err_vs_reference": None,
+        "kernels": None, "memcpy": None, "memset": None,
+        "flops": None, "tflops": None, "algorithm_flops": None, "algorithm_tflops": None,
+        "bytes": None, "tbps": None, "pct_of_peak": None, "peak_kind": None,
     }
 
 
 def _measure(fn, record: dict, reference_outputs, settings: Settings) -> tuple | None:
     """Fill ``record`` with one peer's measurements of ``fn``; returns its first outputs."""
     device = settings.device
+    # a CUDA-graph replay allocates nothing: its memory is what warm-up and capture (the first call) took
+    graph = record["peer"].endswith(GRAPH_SUFFIX) and device.type == "cuda"
     try:
+        if graph:
+            torch.cuda.synchronize(device)
+            before = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
         record["first_call_ms"], outputs = first_call_ms(fn, device)
         if not all(bool(torch.isfinite(t).all()) for t in outputs):
             raise FloatingPointError("non-finite output (NaN or inf)")
         if reference_outputs is not None:
             record["max_rel_err_vs_reference"] = rel_err(outputs, reference_outputs)
-        record["peak_bytes"] = peak_memory_bytes(fn, device)
+        if graph:
+            record["peak_bytes"] = torch.cuda.max_memory_allocated(device) - before
+        else:
+            record["peak_bytes"] = peak_memory_bytes(fn, device)
+        if settings.count_kernels:
+            work = count_device_work(fn, device)
+            if work is not None:
+                record.update(kernels=work.kernels, memcpy=work.memcpy, memset=work.memset)
         if device.type == "cuda":
             samples = cuda_samples(fn, device, settings.warmup_ms, settings.rep_ms,
                                    settings.min_samples, settings.max_samples)
@@ -104,25 +128,30 @@ def _measure(fn, record: dict, reference_outputs, settings: Settings) -> tuple |
     return outputs
 
 
-def _derive(records: list[dict], case: Case, settings: Settings) -> None:
-    """Speed-ups and memory ratios against the reference and compiled peers; throughput."""
+def _derive(records: list[dict], case: Case, settings: Settings, iterations: int = 3) -> None:
+    """Speed-ups against the reference, reference-compiled and plain-compiled peers, memory
+    ratio against the reference; throughput: useful TFLOP/s (DESIGN §5's count, the same for
+    every peer), the FLOPs the peer's algorithm performs (``flops.matmul_passes``) and their rate
+    as % of the matmul peak (measured on the device where it was, else the datasheet's)."""
     dtype = getattr(torch, case.dtype)
     by_peer = {r["peer"]: r for r in records if r["status"] == "ok"}
-    reference, compiled = by_peer.get("reference"), by_peer.get("compiled")
+    reference = by_peer.get("reference")
+    peak = matmul_peak_for(dtype, settings.allow_tf32, settings.measured_rates, settings.peaks)
     for r in by_peer.values():
-        if reference:
-            r["speedup_vs_reference"] = reference["median_ms"] / r["median_ms"]
-            if reference["peak_bytes"] and r["peak_bytes"] is not None:
-                r["memory_ratio_vs_reference"] = r["peak_bytes"] / reference["peak_bytes"]
-        if compiled:
-            r["speedup_vs_compiled"] = compiled["median_ms"] / r["median_ms"]
+        for key, baseline in BASELINES.items():
+            if baseline in by_peer:
+                r[key] = by_peer[baseline]["median_ms"] / r["median_ms"]
+        if reference and reference["peak_bytes"] and r["peak_bytes"] is not None:
+            r["memory_ratio_vs_reference"] = r["peak_bytes"] / reference["peak_bytes"]
         seconds = r["median_ms"] / 1e3
-        flops = matmul_flops(case.shape, case.op, r["pass"])
+        flops = useful_flops(case.shape, case.op, r["pass"])
         if flops is not None:
             r.update(flops=flops, tflops=flops / seconds / 1e12)
-            if settings.peaks is not None:
-                peak, kind = matmul_peak(settings.peaks, dtype, settings.allow_tf32)
-                r.update(pct_of_peak=100.0 * r["tflops"] / peak, peak_kind=f"{kind} {peak:g} TFLOP/s")
+            performed = algorithm_flops(r["peer"], case.shape, case.op, r["pass"], iterations)
+            if performed is not None:
+                r.update(algorithm_flops=performed, algorithm_tflops=performed / seconds / 1e12)
+                if peak is not None:
+                    r.update(pct_of_peak=100.0 * r["algorithm_tflops"] / peak[0], peak_kind=peak[1])
         else:
             moved = sinkhorn_bytes(case.shape, dtype)
             r.update(bytes=moved, tbps=moved / seconds / 1e12)
@@ -169,10 +198,11 @@ def run_case(case: Case, settings: Settings) -> list[dict]:
             _release(settings.device)
         del functions
         _release(settings.device)
+    problem_iterations = problem.sinkhorn_iterations
     del problem, reference_outputs
     _release(settings.device, collect=True)
     for pass_ in case.passes:
-        _derive([r for r in records if r["pass"] == pass_], case, settings)
+        _derive([r for r in records if r["pass"] == pass_], case, settings, problem_iterations)
     return records
 
 

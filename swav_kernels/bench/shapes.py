@@ -53,6 +53,8 @@ class Shape:
 NAMED_SHAPES = {
     s.name: s
     for s in (
+        # host-overhead probe (issue 10): the paper's crops and D with 4 images and 64 prototypes
+        Shape("tiny", 4, (2, 6), 64, 128, 0),
         Shape("swav-4096", 64, (2, 6), 3000, 128, 0),
         Shape("swav-smallbatch", 32, (2, 6), 3000, 128, 480),
         Shape("swav-1gpu", 256, (2, 6), 3000, 128, 3840),

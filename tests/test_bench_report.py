@@ -1,0 +1,163 @@
+"""swav-bench's report parts that a CPU run cannot exercise end to end: the target lines, the
+device line, the kernel-count classification and the CUDA-graph capture failure path."""
+import pytest
+import torch
+
+import swav_kernels.bench.graphs as graphs
+from swav_kernels.bench.launches import DeviceWork, classify_device_events
+from swav_kernels.bench.report import device_line
+from swav_kernels.bench.runner import _base_record
+from swav_kernels.bench.shapes import NAMED_SHAPES, Case
+from swav_kernels.bench.targets import peer_path, target_lines
+
+
+def _record(shape, dtype, peer, median_ms=None, peak_mib=None, kernels=None, status="ok", reason=None):
+    r = _base_record(Case(NAMED_SHAPES[shape], dtype, "loss", ("fwd+bwd",)), "fwd+bwd", peer)
+    r.update(median_ms=median_ms, peak_bytes=None if peak_mib is None else int(peak_mib * 2**20), kernels=kernels,
+             status=status, reason=reason)
+    return r
+
+
+def test_peer_paths():
+    assert [peer_path(p) for p in ("reference", "plain-compiled", "triton", "cuda-scores", "triton-graph")] == [
+        None, None, "fused", "scores", "graph"]
+    assert peer_path("compiled") is None  # schema-1 results' name of reference-compiled
+
+
+def test_target_lines_say_measured_target_and_met_or_missed():
+    records = [
+        _record("swav-1gpu", "bfloat16", "triton", 0.9, kernels=11),
+        _record("swav-1gpu", "bfloat16", "cuda", 4.2, kernels=95),
+        _record("swav-1gpu", "bfloat16", "cuda-scores", 3.3, kernels=10),
+        _record("swav-1gpu", "bfloat16", "triton-graph", status="failed",
+                reason="GraphCaptureError: CUDA graph capture failed: RuntimeError: Cannot copy between CPU and CUDA"),
+        _record("swav-1gpu", "bfloat16", "cuda-graph", 0.3),
+        _record("large-k", "bfloat16", "triton", 5.5, peak_mib=1063.0),
+        _record("large-k", "float32", "cuda", 221.5),
+        _record("tiny", "bfloat16", "plain", 3.5),
+        _record("tiny", "bfloat16", "triton", 7.1),
+        _record("tiny", "bfloat16", "cuda", 3.4),
+    ]
+    lines = target_lines(records)
+    text = "\n".join(lines)
+    assert "target: swav-1gpu bf16 fwd+bwd eager <= 1 ms: triton 0.9 ms met" in lines
+    assert "target: swav-1gpu bf16 fwd+bwd eager <= 1 ms: cuda 4.2 ms MISSED" in lines
+    assert "target: swav-1gpu bf16 fwd+bwd eager <= 1 ms: cuda-scores 3.3 ms MISSED" in lines
+    assert ("target: swav-1gpu bf16 fwd+bwd captured (CUDA graph) <= 0.35 ms: triton-graph failed "
+            "(GraphCaptureError: CUDA graph capture failed: RuntimeError: Cannot copy between CPU and CUDA) MISSED") in lines
+    assert "target: swav-1gpu bf16 fwd+bwd captured (CUDA graph) <= 0.35 ms: cuda-graph 0.3 ms met" in lines
+    assert "target: large-k bf16 fwd+bwd <= 6 ms: triton 5.5 ms met" in lines
+    assert "target: large-k bf16 fwd+bwd peak extra memory <= 700 MiB: triton 1063 MiB MISSED" in lines
+    assert "target: large-k fp32 exact fwd+bwd <= 30 ms: cuda 221.5 ms MISSED" in lines
+    assert "target: tiny fwd+bwd eager <= plain's time: triton bfloat16 7.1 ms vs plain 3.5 ms MISSED" in lines
+    assert "target: tiny fwd+bwd eager <= plain's time: cuda bfloat16 3.4 ms vs plain 3.5 ms met" in lines
+    assert "target: kernels per fwd+bwd (fused path) <= 12 kernels: triton bfloat16 11 kernels met" in lines
+    assert "target: kernels per fwd+bwd (fused path) <= 12 kernels: cuda bfloat16 95 kernels MISSED" in lines
+    assert "target: kernels per fwd+bwd (scores path) <= 10 kernels: cuda-scores bfloat16 10 kernels met" in lines
+    assert "x eager" not in text and ">= 10x" not in text  # the old targets are gone
+    # a run that allowed TF32 cannot speak for the exact-fp32 target
+    assert ("target: large-k fp32 exact fwd+bwd <= 30 ms: not measured (this run let float32 matmuls use TF32: "
+            "not exact)") in target_lines(records, allow_tf32=True)
+
+
+def test_target_lines_without_kernel_backends_or_counts():
+    lines = target_lines([_record("swav-1gpu", "float32", "reference", 5.0),
+                          _record("swav-1gpu", "float32", "triton", 9.8)])
+    assert ("target: swav-1gpu bf16 fwd+bwd eager <= 1 ms: not measured in this run "
+            "(no fused/scores peer on swav-1gpu bfloat16)") in lines
+    assert ("target: kernels per fwd+bwd (fused path) <= 12 kernels: triton float32 n/a "
+            "(not counted on this device)") in lines
+    assert len(lines) == 8  # one line per target at least
+
+
+def test_device_line_names_the_device_that_ran():
+    env = {"device": "cpu", "device_name": "x86_64", "cpu_threads": 2, "torch": "2.14.1+cu130", "cuda": "13.0",
+           "triton": "3.8.0", "date": "2026-11-30T00:00:00+00:00", "git": {"commit": "0123456789abcdef", "dirty": True}}
+    line = device_line(env)
+    assert line.startswith("device: cpu (x86_64, torch threads: 2); torch 2.14.1+cu130 (built with CUDA 13.0, unused)")
+    assert "commit 0123456789ab (dirty)" in line and "; CUDA 13.0" not in line
+    gpu = {**env, "device": "cuda", "device_name": "NVIDIA H200", "capability": [9, 0], "torch": "2.11.0+cu130",
+           "triton": "3.6.0", "git": None}
+    assert device_line(gpu) == ("device: cuda (NVIDIA H200, sm_90); torch 2.11.0+cu130; CUDA 13.0; triton 3.6.0; "
+                                "2026-11-30T00:00:00+00:00")
+
+
+def test_device_events_are_kernels_copies_or_fills():
+    names = ["void at::native::vectorized_elementwise_kernel<4, FillFunctor<float>>", "_scores_lse_kernel",
+             "Memcpy HtoD (Pageable -> Device)", "Memset (Device)", "Memcpy DtoD (Device -> Device)",
+             "swav::score_tile_kernel<__nv_bfloat16, (swav::TileMode)2>"]
+    assert classify_device_events(names) == DeviceWork(kernels=3, memcpy=2, memset=1)
+    assert classify_device_events([]) == DeviceWork(0, 0, 0)
+
+
+class _FakeCuda:
+    """Just enough of torch.cuda for graphs.graphed on a CPU: capture raises as a real one does
+    on a host copy, then ending the invalid capture raises again."""
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    class CUDAGraph:
+        def replay(self):
+            pass
+
+    class graph:
+        def __init__(self, g):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            if exc[0] is not None:
+                raise RuntimeError("CUDA error: operation failed due to a previous error during capture")
+            return False
+
+    @staticmethod
+    def stream(s):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    @staticmethod
+    def current_stream():
+        return _FakeCuda.Stream()
+
+    @staticmethod
+    def synchronize():
+        pass
+
+
+def test_graph_capture_failure_names_its_first_cause(monkeypatch):
+    for name in ("Stream", "CUDAGraph", "graph", "stream", "current_stream", "synchronize"):
+        monkeypatch.setattr(torch.cuda, name, getattr(_FakeCuda, name))
+    calls = []
+
+    def call():
+        calls.append(len(calls))
+        if len(calls) > 2:  # the two warm-up calls pass, the captured one copies to the host
+            raise RuntimeError("Cannot copy between CPU and CUDA tensors during CUDA graph capture")
+        return (torch.zeros(1),)
+
+    replay = graphs.graphed(call)
+    with pytest.raises(graphs.GraphCaptureError) as info:
+        replay()
+    assert str(info.value) == (
+        "CUDA graph capture failed: RuntimeError: Cannot copy between CPU and CUDA tensors during CUDA graph "
+        "capture; then RuntimeError: CUDA error: operation failed due to a previous error during capture")
+
+
+def test_graph_replays_the_captured_outputs(monkeypatch):
+    for name in ("Stream", "CUDAGraph", "graph", "stream", "current_stream", "synchronize"):
+        monkeypatch.setattr(torch.cuda, name, getattr(_FakeCuda, name))
+    outputs = []
+
+    def call():
+        outputs.append((torch.full((1,), float(len(outputs))),))
+        return outputs[-1]
+
+    replay = graphs.graphed(call, warmup=2)
+    first = replay()
+    assert first is outputs[2] and len(outputs) == 3  # 2 warm-up calls + the captured one
+    assert replay() is first and len(outputs) == 3  # replays do not call the function again

@@ -1,0 +1,213 @@
+"""benchmarks/gpu_session.sh on a CPU: the GPU time is minutes, so the script must be right the
+first time. Its syntax, every pytest selection it makes (each must select >= 1 test), and a dry
+run of the quick mode end to end (no build, selections collected, GPU-only tools skipped)."""
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import tarfile
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "gpu_session.sh"
+STATUSES = {"pass", "FAIL", "timeout", "unavailable", "skipped"}
+QUICK_STEPS = ["env", "build", "gpu", "bench", "kernel-tests", "sanitizer-memcheck", "sanitizer-racecheck",
+               "sanitizer-synccheck", "sanitizer-initcheck", "train-1gpu", "train-2gpu-torchrun"]
+# what the device tool returns from $OUT: at most 8 files, at most 2 folders down, plain names
+OUT_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def _selections() -> dict[str, list[str]]:
+    done = subprocess.run(["bash", str(SCRIPT), "selections"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    selections = {}
+    for line in done.stdout.splitlines():
+        name, *args = line.split("\t")
+        selections[name] = args
+    return selections
+
+
+SELECTIONS = _selections()
+
+
+def test_script_parses():
+    done = subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+
+
+def test_usage_and_help():
+    done = subprocess.run(["bash", str(SCRIPT), "--bogus"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "usage:" in done.stderr
+    done = subprocess.run(["bash", str(SCRIPT), "--help"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and "carry=[\".gpu-commit\"]" in done.stdout and "at most 8 files" in done.stdout
+
+
+def test_every_pytest_run_uses_a_declared_selection():
+    """All pytest invocations go through the SEL_* arrays that `selections` prints, so the
+    collection test below covers every test selection the script makes."""
+    text = "\n".join(line for line in SCRIPT.read_text().splitlines() if not line.lstrip().startswith("#"))
+    assert set(SELECTIONS) == set(re.findall(r"^(SEL_[A-Z_]+)=\(", text, re.M))
+    runs = [line for line in text.splitlines() if re.search(r"-m pytest\b", line)]
+    assert runs and all('"${sel[@]}"' in line for line in runs), runs
+    used = re.findall(r"pytest_step \S+ \S+ (\S+)", text) + re.findall(r'sanitizer_step "\$tool" (\S+)', text)
+    used += re.findall(r"count_collected (SEL_\S+)", text)
+    assert used and set(used) <= set(SELECTIONS), used
+    assert '-k "shape1 and float16"' not in SCRIPT.read_text()  # issue 13 item 14: it selects no test
+
+
+@pytest.mark.parametrize("name", sorted(SELECTIONS))
+def test_selection_collects_tests(name):
+    args = SELECTIONS[name]
+    assert args, f"{name} is empty"
+    # the script's own environment: the installed package, not the source tree
+    env = {**os.environ, "PYTHONSAFEPATH": "1"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    ids = [line for line in done.stdout.splitlines() if "::" in line]
+    assert done.returncode == 0, f"{name} {args}: pytest exit {done.returncode}\n{done.stdout[-3000:]}{done.stderr[-2000:]}"
+    assert len(ids) >= 1, f"{name} {args} selects no test"
+    if name.startswith("SEL_SANITIZER"):
+        # the sanitizers check the CUDA kernels, and only them: small, GPU-marked kernel tests
+        assert all(i.startswith(("tests/test_cuda_kernels.py::", "tests/test_cuda_loss.py::")) for i in ids)
+        assert any(i.startswith("tests/test_cuda_kernels.py::") for i in ids)
+        assert len(ids) <= 100, f"{len(ids)} tests would take too long under racecheck"
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu-out")
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable,
+           "PATH": os.pathsep.join([str(pathlib.Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    start = time.monotonic()
+    done = subprocess.run(["bash", str(SCRIPT), "quick", "--dry-run"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=170)
+    return done, out, time.monotonic() - start
+
+
+def _summary(out: pathlib.Path) -> dict[str, tuple[str, str]]:
+    rows = {}
+    for line in (out / "summary.txt").read_text().splitlines():
+        if line.startswith("#") or line.startswith("step "):
+            continue
+        name, status, _rc, _secs, *note = line.split()
+        rows[name] = (status, " ".join(note))
+    return rows
+
+
+def test_dry_run_finishes_in_time_and_passes(dry_run):
+    done, out, seconds = dry_run
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert seconds < 120, f"the dry run took {seconds:.0f} s"
+    rows = _summary(out)
+    assert list(rows) == QUICK_STEPS
+    assert all(status in STATUSES for status, _ in rows.values()), rows
+    assert not any(status in ("FAIL", "timeout") for status, _ in rows.values()), rows
+    assert rows["env"][0] == "pass" and rows["build"][0] == "skipped" and rows["gpu"][0] == "skipped"
+    assert rows["bench"][0] == "pass" and rows["train-1gpu"][0] == "pass"
+    assert rows["kernel-tests"][0] == "pass" and "dry run: collected" in rows["kernel-tests"][1]
+    for tool in ("memcheck", "racecheck", "synccheck", "initcheck"):
+        status, note = rows[f"sanitizer-{tool}"]
+        assert status in ("unavailable", "skipped"), (tool, status)  # never a pass without running
+        assert re.search(r"selection collects [1-9]\d* tests", note), note
+    assert rows["train-2gpu-torchrun"][0] == "skipped"
+    assert (out / "summary.txt").read_text() in done.stdout
+
+
+def test_dry_run_output_fits_the_device_tool(dry_run):
+    _, out, _ = dry_run
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert sorted(p.name for p in files) == ["env.txt", "logs.tar.gz", "results.json", "summary.txt", "table.txt"]
+    assert len(files) <= 8
+    for p in files:
+        rel = p.relative_to(out)
+        assert len(rel.parts) <= 3 and all(OUT_NAME.match(part) for part in rel.parts), rel
+    env = (out / "env.txt").read_text()
+    assert "command: bash benchmarks/gpu_session.sh quick --dry-run" in env and "commit: " in env
+    assert "torch" in env
+    table = (out / "table.txt").read_text()
+    assert "target: swav-1gpu bf16 fwd+bwd eager <= 1 ms" in table and "device: cpu (" in table
+    results = json.loads((out / "results.json").read_text())
+    assert results["complete"] is True
+    assert {(r["shape"], r["dtype"]) for r in results["results"]} == {("tiny", "bfloat16"), ("tiny", "float32")}
+    with tarfile.open(out / "logs.tar.gz") as tar:
+        names = set(tar.getnames())
+    for name in ("logs/env.txt", "logs/bench.log", "logs/kernel-tests.log", "logs/train-1gpu.log",
+                 "train-1gpu/log.csv", "bench/results.json"):
+        assert name in names, sorted(names)
+    assert not any(n.endswith(".pt") for n in names)
+
+
+# ---- the GPU path's bookkeeping, with stand-ins for the GPU machine's tools ---------------------------
+FAKE_PYTHON = r"""#!/usr/bin/env bash
+# stand-in for the GPU machine's python3: real for collection and probes, canned for GPU work
+real=REAL_PYTHON
+case "$1 $2" in
+  "-m pip") echo "Successfully installed swav-kernels"; exit 0 ;;
+  "-m swav_kernels.info") echo "swav_kernels info: cuda extension built"; exit 0 ;;
+  "-m swav_kernels.train") echo "epoch 1/1  loss 3.7000  lr 0.6  5000 images/s"; exit 0 ;;
+  "-m torch.distributed.run") echo "epoch 1/1  loss 3.8000  lr 0.6  9000 images/s"; exit 0 ;;
+  "-m swav_kernels.bench")
+    while [[ $# -gt 0 && "$1" != --out ]]; do shift; done
+    mkdir -p "$2"; echo '{"complete": true, "results": []}' > "$2/results.json"
+    printf 'shape dtype\nswav-1gpu bfloat16 loss fwd+bwd triton 0.9  ok\ntarget: a <= 1 ms: triton 0.9 ms met\ntarget: b <= 2 ms: cuda 3 ms MISSED\n' > "$2/table.txt"
+    exit 0 ;;
+  "-m pytest")
+    for a in "$@"; do [[ "$a" == --collect-only ]] && exec "$real" "$@"; done
+    echo "12 passed, 1 skipped in 3.21s"; exit 0 ;;
+esac
+for a in "$@"; do
+  if [[ "$a" == *"torch.cuda.is_available(), "* ]]; then echo "NVIDIA H200 (9, 0) 2 devices"; exit 0; fi
+done
+exec "$real" "$@"
+"""
+FAKE_SANITIZER = r"""#!/usr/bin/env bash
+tool=$2; shift 2
+case "$tool" in
+  memcheck) echo "12 passed in 2.00s"; echo "========= ERROR SUMMARY: 3 errors"; exit 99 ;;
+  racecheck) echo "========= Error: Device not supported"; exit 1 ;;
+  synccheck) echo "12 passed in 2.00s"; echo "========= ERROR SUMMARY: 0 errors"; exit 0 ;;
+  initcheck) echo "no tests ran in 0.10s"; echo "========= ERROR SUMMARY: 0 errors"; exit 5 ;;
+esac
+"""
+FAKE_NVIDIA_SMI = r"""#!/usr/bin/env bash
+if [[ "$1" == -L ]]; then echo "GPU 0: NVIDIA H200 (UUID: GPU-0)"; echo "GPU 1: NVIDIA H200 (UUID: GPU-1)"; exit 0; fi
+echo "NVIDIA H200, 580.159.04, 143771 MiB"
+"""
+
+
+def test_gpu_mode_records_each_outcome(tmp_path):
+    """quick mode, not a dry run, on stand-ins: a sanitizer that finds errors fails, one the device
+    refuses is unavailable (not a pass), a selection that collects nothing fails, two GPUs run torchrun."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("python3", FAKE_PYTHON.replace("REAL_PYTHON", sys.executable)),
+                       ("compute-sanitizer", FAKE_SANITIZER), ("nvidia-smi", FAKE_NVIDIA_SMI)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PYTHON": str(bin_dir / "python3"),
+           "PATH": os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")])}
+    env.pop("GPU_SESSION_DRY_RUN", None)
+    done = subprocess.run(["bash", str(SCRIPT), "quick"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=170)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]  # some steps failed
+    rows = _summary(out)
+    assert list(rows) == QUICK_STEPS
+    status = {name: s for name, (s, _) in rows.items()}
+    assert status == {"env": "pass", "build": "pass", "gpu": "pass", "bench": "pass", "kernel-tests": "pass",
+                      "sanitizer-memcheck": "FAIL", "sanitizer-racecheck": "unavailable",
+                      "sanitizer-synccheck": "pass", "sanitizer-initcheck": "FAIL", "train-1gpu": "pass",
+                      "train-2gpu-torchrun": "pass"}, rows
+    assert "12 passed, 1 skipped" in rows["kernel-tests"][1]
+    assert "ERROR SUMMARY: 3 errors (sanitizer errors)" in rows["sanitizer-memcheck"][1]
+    assert "refused compute-sanitizer" in rows["sanitizer-racecheck"][1]
+    assert "collected no test" in rows["sanitizer-initcheck"][1]
+    assert "target lines met: 1 of 2" in rows["bench"][1]
+    assert "swav_kernels info" in (out / "env.txt").read_text()
+    assert "# 11 of 11 steps recorded; 2 failed or timed out" in done.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["env.txt", "logs.tar.gz", "results.json", "summary.txt",
+                                                     "table.txt"]
