@@ -9,6 +9,7 @@ and tile layouts on machines without a GPU. It cannot show hardware-specific fau
 ``gpu``) and compute-sanitizer remain the proof on a GPU.
 """
 import contextlib
+import math
 
 import pytest
 import torch
@@ -88,6 +89,28 @@ def test_sinkhorn_primitives(kernels, dtype, shape):
             assert actual.shape == ref.shape
             if ref.numel():
                 assert rel_err(actual, ref) <= tol
+
+
+# normalize_rows with codes, as in test_cuda_kernels.py::test_sinkhorn_row_step[shape3] (issue
+# 12): row maxima of t = x·inv_eps + a reach |t| ≈ 1000, where lse = max + log(sum) rounded to
+# one float is off by up to 3e-5, a shift t − lse gave every code of the row (row sums 1 ± 3e-5).
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("flags", [(True, False, 0), (True, True, 2)])
+def test_sinkhorn_row_step_code_rows_sum_to_one(kernels, dtype, flags):
+    shape, inv_eps = (1, 700, 65), 20.0
+    log_rows_total = math.log(shape[1] * 3)
+    x = (torch.randn(*shape) * 30.0).to(dtype)
+    col_max, col_sum = ORACLE.sinkhorn_column_init(x, inv_eps)
+    potential = -(col_max + torch.log(col_sum)) - math.log(shape[2])
+    args = (x, inv_eps, potential, log_rows_total, *flags)
+    sums, codes = kernels.sinkhorn_row_step(*args)
+    ref_sums, ref_codes = ORACLE.sinkhorn_row_step(*args)
+    tol = logit_tolerance(x.float(), 1 / inv_eps)
+    assert torch.isfinite(codes).all() and rel_err(codes, ref_codes) <= tol
+    if flags[1]:
+        assert rel_err(sums, ref_sums) <= tol
+    row_error = (codes.double().sum(dim=2) - 1).abs().max().item()
+    assert row_error <= 1e-5, f"code rows sum to 1 within {row_error:.2e}"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

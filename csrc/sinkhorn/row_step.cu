@@ -1,9 +1,16 @@
 // sinkhorn_row_step: one per-sample normalisation of the potentials Sinkhorn, fused with
 // the per-prototype sums of the next step and/or the codes (swav_kernels/kernels.py).
 // One block per (row block, group). Pass 1: a warp per row computes the exact online
-// log-sum-exp of t = x·inv_eps + a[k]. Pass 2: a thread per column walks the block's rows,
-// forms p = exp((t − lse) − log_rows_total) and code = exp(t − lse), sums p over the rows
-// in order and writes one partial per row block; sum_over_splits adds the partials.
+// log-sum-exp of t = x·inv_eps + a[k], kept as its two parts (max, log Σ exp(t − max)).
+// Pass 2: a thread per column walks the block's rows, forms log code = (t − max) − log_sum,
+// code = exp(log code) and p = exp(log code − log_rows_total), sums p over the rows in order
+// and writes one partial per row block; sum_over_splits adds the partials.
+//
+// Why two parts: |t| reaches thousands when |x|·inv_eps does, and lse = max + log_sum rounded
+// to one float there is off by up to half an ulp of |t| (3e-5 at |t| ≈ 1000), an error t − lse
+// would pass to every code of the row (a row sum of 1 ± 3e-5). t − max is exact for the codes
+// that matter (Sterbenz: t within a factor 2 of max) and log_sum ∈ [0, log cols] is small, so
+// each row sums to 1 within float32 rounding.
 #include "../common/partials.h"
 #include "../common/reduce.cuh"
 #include "sinkhorn_common.cuh"
@@ -24,7 +31,8 @@ struct RowStepArgs {
 
 template <typename T>
 __global__ void __launch_bounds__(kSinkhornThreads) sinkhorn_row_step_kernel(const T* __restrict__ x, RowStepArgs args) {
-  __shared__ float row_lse[kSinkhornMaxRowsPerBlock];
+  __shared__ float row_max[kSinkhornMaxRowsPerBlock];      // the row lse as two parts:
+  __shared__ float row_log_sum[kSinkhornMaxRowsPerBlock];  // lse = row_max + row_log_sum
   const int64_t group = blockIdx.y;
   const int64_t first_row = int64_t{blockIdx.x} * args.rows_per_block;
   const int block_rows =
@@ -32,7 +40,7 @@ __global__ void __launch_bounds__(kSinkhornThreads) sinkhorn_row_step_kernel(con
   const T* block_x = x + group * args.group_stride + first_row * args.row_stride;
   const float* potential = args.col_potential + group * args.cols;
 
-  if (args.normalize_rows) {  // pass 1: lse of every row of the block, a warp per row
+  if (args.normalize_rows) {  // pass 1: (max, log sum) of every row of the block, a warp per row
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     for (int r = warp; r < block_rows; r += kSinkhornThreads / 32) {
       const T* row = block_x + r * args.row_stride;
@@ -41,7 +49,10 @@ __global__ void __launch_bounds__(kSinkhornThreads) sinkhorn_row_step_kernel(con
         lse_add(acc, sinkhorn_logit(to_float(row[k]), args.inv_eps, potential[k]));
       }
       acc = warp_lse_merge(acc);
-      if (lane == 0) row_lse[r] = lse_value(acc);
+      if (lane == 0) {
+        row_max[r] = acc.max;
+        row_log_sum[r] = logf(acc.sum);
+      }
     }
     __syncthreads();
   }
@@ -59,7 +70,7 @@ __global__ void __launch_bounds__(kSinkhornThreads) sinkhorn_row_step_kernel(con
     float column_sum = 0.f;
     for (int r = first; r < block_rows; ++r) {
       const float t = sinkhorn_logit(to_float(block_x[r * args.row_stride + k]), args.inv_eps, a);
-      const float log_code = args.normalize_rows ? t - row_lse[r] : t + args.log_rows_total;
+      const float log_code = args.normalize_rows ? (t - row_max[r]) - row_log_sum[r] : t + args.log_rows_total;
       if (args.partial != nullptr) {
         column_sum += expf(args.normalize_rows ? log_code - args.log_rows_total : t);
       }

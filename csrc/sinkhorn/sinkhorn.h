@@ -24,7 +24,8 @@ void sinkhorn_column_init(std::uintptr_t x, int64_t groups, int64_t rows, int64_
 
 // With t = x·inv_eps + a[g, k] (a = col_potential, (groups, cols)) and, if normalize_rows,
 // lse[g, n] = log Σ_k exp(t): log p = (t − lse) − log_rows_total (else t), log code = t − lse
-// (else t + log_rows_total). column_sums[g, k] = Σ_n p (skipped when 0);
+// (else t + log_rows_total), t − lse evaluated as (t − max_k t) − log Σ_k exp(t − max_k t)
+// so that rows sum to 1 within float32 rounding at any |t|. column_sums[g, k] = Σ_n p (skipped when 0);
 // codes[g, n − codes_from_row, k] = code for n >= codes_from_row (skipped when 0).
 void sinkhorn_row_step(std::uintptr_t x, int64_t groups, int64_t rows, int64_t cols, int64_t group_stride,
                        int64_t row_stride, const std::string& dtype, float inv_eps, std::uintptr_t col_potential,
