@@ -7,7 +7,7 @@
 from .backend import Backend, LossSpec
 from .loss import sinkhorn, swapped_prediction_loss, swav_loss
 from .module import SwAVLoss
-from .registry import backend_names, backend_status, register_backend
+from .registry import backend_names, backend_status, register_backend, unregister_backend
 from .cuda.backend import CUDA_BACKEND
 from .triton.backend import TRITON_BACKEND
 
@@ -27,5 +27,6 @@ __all__ = [
     "sinkhorn",
     "swapped_prediction_loss",
     "swav_loss",
+    "unregister_backend",
     "__version__",
 ]

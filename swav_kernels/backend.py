@@ -1,9 +1,9 @@
-"""The interface every backend implements, with the reference as its default body.
+"""The interface every backend implements, with the pure-PyTorch reference as its default body.
 
-A backend supplies the three kernel families of DESIGN §2 as four operations. The
-orchestration (which rows feed the Sinkhorn, queue handling, validation) lives in
-``swav_kernels.loss`` and is shared by all backends, so a kernel backend overrides only
-the operations it accelerates and inherits the reference for the rest.
+A backend supplies the computation of DESIGN.md §1 as three operations: the codes of the assign
+crops (family 2, Sinkhorn), and the swapped-prediction loss from embeddings + prototypes
+(families 1 and 3 fused) or from scores (family 3). The orchestration (validation, which rows
+feed the Sinkhorn) lives in ``swav_kernels.loss`` and is shared by all backends.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from . import reference
+from .kernels import Codes, SinkhornRows
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,25 @@ class LossSpec:
     process_group: Any = None
 
 
+def materialized_scores(rows: SinkhornRows) -> torch.Tensor:
+    """The (G, N, K) Sinkhorn scores of ``rows`` as the reference computes them: queued rows, then
+    the batch rows of each assign crop, scored in the accumulation dtype when embeddings."""
+    dtype = reference.accumulation_dtype(rows.main.dtype)
+    main = rows.main.detach().to(dtype)
+    batch = main.view(-1, rows.batch, main.shape[1])[list(rows.crops)]
+    x = batch if rows.queue is None else torch.cat((rows.queue.detach().to(dtype), batch), dim=1)
+    if rows.prototypes is not None:
+        x = x @ rows.prototypes.detach().to(dtype).t()
+    return x
+
+
+def _poison(x: torch.Tensor, dims=None) -> torch.Tensor:
+    """``Σ 0·x``: 0, or NaN when x holds NaN or ±inf. Added to a result, it makes every non-finite
+    input give NaN (the log-domain formulas can turn −inf into an exact 0 or into +inf)."""
+    zero = (x * 0).sum(dim=dims, keepdim=dims is not None)
+    return zero.to(reference.accumulation_dtype(x.dtype))
+
+
 class Backend:
     """Reference implementation of the backend operations (pure PyTorch, any device)."""
 
@@ -36,27 +56,38 @@ class Backend:
         """None when this backend runs tensors of ``dtype`` on ``device``; else why not."""
         return None
 
-    def sinkhorn(
-        self, scores: torch.Tensor, epsilon: float, iterations: int, process_group, codes_from_row: int = 0
-    ) -> torch.Tensor:
-        """Codes ``(G, N − codes_from_row, K)`` of the rows ``>= codes_from_row`` of ``(G, N, K)``
-        scores (G independent problems; every row takes part), float32 or float64."""
-        return reference.sinkhorn_reference(scores, epsilon, iterations, process_group)[:, codes_from_row:]
+    def assignment_codes(self, rows: SinkhornRows, epsilon: float, iterations: int, process_group) -> Codes:
+        """Sinkhorn codes ``(G, B, K)`` of the batch rows of ``rows`` (every row takes part), float32
+        or float64; kernel backends also return the codes' mass and, on the fused path, codes · C."""
+        scores = materialized_scores(rows)
+        codes = reference.sinkhorn_reference(scores, epsilon, iterations, process_group)
+        return Codes(codes[:, rows.queue_rows:] + _poison(scores, dims=(1, 2)), None, None)
 
-    def score(self, embeddings: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-        """``embeddings (..., D) @ prototypesᵀ`` without gradient, in the accumulation dtype."""
-        dtype = reference.accumulation_dtype(embeddings.dtype)
-        with torch.no_grad():
-            return embeddings.detach().to(dtype) @ prototypes.detach().to(dtype).t()
-
-    def loss_from_scores(self, scores: torch.Tensor, codes: torch.Tensor, spec: LossSpec) -> torch.Tensor:
-        """Swapped-prediction loss of ``(V·B, K)`` scores against ``(|A|, B, K)`` codes."""
-        return reference.swapped_prediction_reference(
-            scores, codes, spec.n_crops, spec.crops_for_assign, spec.temperature
+    def loss_from_scores(self, scores: torch.Tensor, codes: Codes, spec: LossSpec) -> torch.Tensor:
+        """Swapped-prediction loss of ``(V·B, K)`` scores against the ``(|A|, B, K)`` codes."""
+        loss = reference.swapped_prediction_reference(
+            scores, codes.codes, spec.n_crops, spec.crops_for_assign, spec.temperature
         )
+        return loss + _poison(scores.detach()) + _poison(codes.codes)
+
+    @torch.no_grad()
+    def shift_queue(self, queue: torch.Tensor, embeddings: torch.Tensor, crops: tuple[int, ...], batch: int) -> None:
+        """In place, facebookresearch/swav's queue update: ``queue (G, L, D)`` moves down by B rows
+        and the B batch rows of crop ``crops[g]`` of ``embeddings (V·B, D)`` enter queue g at the
+        front (newest first). Two device ops here; kernel backends may do it in one."""
+        length = queue.shape[1]
+        grid = embeddings.detach().reshape(-1, batch, embeddings.shape[1])
+        crops = list(crops)
+        new = grid[crops[0]:crops[0] + len(crops)] if crops == list(range(crops[0], crops[0] + len(crops))) \
+            else grid[crops]
+        keep = max(length - batch, 0)
+        if keep:
+            queue.copy_(torch.cat((new.to(queue.dtype), queue[:, :keep]), dim=1))
+        else:
+            queue.copy_(new[:, :length])
 
     def loss_from_embeddings(
-        self, embeddings: torch.Tensor, prototypes: torch.Tensor, codes: torch.Tensor, spec: LossSpec
+        self, embeddings: torch.Tensor, prototypes: torch.Tensor, codes: Codes, spec: LossSpec
     ) -> torch.Tensor:
         """Swapped-prediction loss of ``Z (V·B, D)`` and ``C (K, D)``; gradients reach both."""
         dtype = reference.accumulation_dtype(embeddings.dtype)

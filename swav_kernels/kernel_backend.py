@@ -1,87 +1,72 @@
 """A ``Backend`` built from a ``Kernels`` implementation (swav_kernels.kernels).
 
-Shared by the Triton and CUDA backends:
-- ``kernel_sinkhorn``: the Sinkhorn of DESIGN §1 as kernel passes over dual potentials,
-  with the per-prototype sums all-reduced between passes;
-- the two losses (from embeddings + prototypes, and from scores) as ``torch.library``
-  custom ops with autograd, so ``torch.compile(fullgraph=True)`` traces them as opaque ops.
+Shared by the kernel backends:
+- the Sinkhorn of DESIGN.md §1 as alternating column and row steps over dual potentials: in one
+  process one custom op issues all 2·T launches; across ranks each step is its own op and the
+  per-prototype statistics are all-reduced in between (traceable by torch.compile);
+- the two losses (from embeddings + prototypes, and from scores) as ``torch.library`` custom ops
+  with autograd, so ``torch.compile(fullgraph=True)`` traces them as opaque ops and a call costs
+  three custom-op dispatches per forward + backward.
+Nothing here synchronises with the device: no ``.item()``, no host branch on a device value.
 """
 from __future__ import annotations
 
 import math
 from types import SimpleNamespace
+from typing import Optional
 
 import torch
 
 from .backend import Backend, LossSpec
-from .distributed import all_reduce_max_, all_reduce_sum_, global_row_count, is_distributed
-from .kernels import Kernels
+from .distributed import all_reduce_max_, all_reduce_sum_, is_distributed
+from .kernels import Codes, ColumnStats, Kernels, SinkhornRows
 
 _REGISTERED_OPS: dict[str, SimpleNamespace] = {}
 
 
-def kernel_sinkhorn(ops, scores: torch.Tensor, epsilon: float, iterations: int, process_group,
-                    codes_from_row: int = 0) -> torch.Tensor:
-    """Codes of ``scores (G, N, K)`` for rows ``>= codes_from_row``, float32.
+def zero_iteration_columns(columns: ColumnStats, log_rows_total) -> ColumnStats:
+    """Column statistics whose potential is ``a[k] = log N_total − LSE_{n,k}(x/ε)`` for every k,
+    so that the codes ``exp(x/ε + a)`` are DESIGN.md §1's with T = 0 (``P /= sum(P)``; ``P *= N``)."""
+    column_lse = torch.logsumexp(columns.max + torch.log(columns.sumexp), dim=0)  # (G, K)
+    total = torch.logsumexp(column_lse, dim=1, keepdim=True)  # (G, 1)
+    prototypes = columns.max.shape[2]
+    top = (total - log_rows_total - math.log(prototypes)).expand(-1, prototypes)[None].contiguous()
+    return ColumnStats(top, torch.ones_like(top))
 
-    Log-domain Sinkhorn with potentials: ``q = exp(x/ε + a_k + b_n) · N_total``. The first
-    per-prototype step needs an exact (max-shifted) log-sum-exp over all ranks; after it,
-    every column sum lies in [1/(K·N_total), 1], so later per-prototype sums are plain
-    sums of exp(·) ≤ 1 and need a single all-reduce each. Per-sample steps are local and
-    exact inside the row kernel.
+
+def local_sinkhorn(kernels: Kernels, rows: SinkhornRows, epsilon: float, iterations: int) -> Codes:
+    """Codes of the batch rows on one rank: 2·T launches (T = 0: 2 plus a few small ops).
+
+    Iteration i: column step ``a = −log K − LSE_n(x/ε + b)`` (b = 0 at first; the total of
+    ``P /= sum(P)`` cancels), row step ``b = −LSE_k(x/ε + a)``; the last row step writes the codes.
     """
-    x = scores.contiguous()
-    groups, rows, prototypes = x.shape
     inv_eps = 1.0 / epsilon
-    rows_total = rows
-    if is_distributed(process_group):
-        rows_total = int(global_row_count(rows, process_group, x.device, torch.float64).item())
-    log_rows_total = math.log(rows_total)
-
-    col_max, col_sum = ops.sinkhorn_column_init(x, inv_eps)
-    if is_distributed(process_group):
-        global_max = all_reduce_max_(col_max.clone(), process_group)
-        col_sum = all_reduce_sum_(col_sum * torch.exp(col_max - global_max), process_group)
-        col_max = global_max
-    col_lse = col_max + torch.log(col_sum)  # log Σ_n exp(x/ε) over the rows of every rank
-
-    if iterations == 0:  # q = exp(X/ε) / Σ exp(X/ε) · N_total
-        total = torch.logsumexp(col_lse, dim=1, keepdim=True)
-        potential = (-total).expand(groups, prototypes).contiguous()
-        return ops.sinkhorn_row_step(x, inv_eps, potential, log_rows_total, False, False, codes_from_row)[1]
-
-    potential = -col_lse - math.log(prototypes)  # first per-prototype step (P /= sum; /= K)
-    for step in range(iterations):
-        last = step == iterations - 1
-        column_sums, codes = ops.sinkhorn_row_step(
-            x, inv_eps, potential, log_rows_total, True, not last, codes_from_row if last else -1
-        )
-        if not last:
-            all_reduce_sum_(column_sums, process_group)
-            potential = potential - torch.log(column_sums) - math.log(prototypes)
-    return codes
+    columns = kernels.sinkhorn_column_step(rows, inv_eps, None)
+    if iterations == 0:
+        return kernels.sinkhorn_codes(rows, inv_eps, zero_iteration_columns(columns, math.log(rows.rows)), False)
+    for _ in range(iterations - 1):
+        columns = kernels.sinkhorn_column_step(rows, inv_eps, kernels.sinkhorn_row_step(rows, inv_eps, columns))
+    return kernels.sinkhorn_codes(rows, inv_eps, columns, True)
 
 
-def _crop_layout(rows: int, codes: torch.Tensor, crops_for_assign):
-    """(V, B, |A|, lse weights (V·B,) float32) of a loss call.
-
-    The weight of row (v, b) is the mass of the codes it is asked to predict,
-    ``Σ_{a: A[a]≠v} Σ_k q_a[b, k]``: since ``−Σ_k q log softmax(s/τ) = (Σ_k q)·lse(s/τ) − q·s/τ``,
-    it multiplies that row's log-sum-exp. It equals n_v = |{a : A[a] ≠ v}| when the codes'
-    rows sum to 1 (Sinkhorn iterations ≥ 1), but not for 0 iterations.
-    """
-    n_assign, batch = codes.shape[0], codes.shape[1]
-    n_crops = rows // batch
-    mass = codes.sum(dim=2)  # (|A|, B)
-    weight = mass.sum(dim=0, keepdim=True).repeat(n_crops, 1)
-    weight[list(crops_for_assign)] -= mass
-    return n_crops, batch, n_assign, weight.view(-1)
+def merge_columns(columns: ColumnStats) -> ColumnStats:
+    """The S partials as one (S = 1)."""
+    if columns.max.shape[0] == 1:
+        return columns
+    top = columns.max.amax(dim=0, keepdim=True)
+    safe = torch.where(torch.isinf(top), torch.zeros_like(top), top)
+    return ColumnStats(top, (columns.sumexp * torch.exp(columns.max - safe)).sum(dim=0, keepdim=True))
 
 
-def _other_crops_sum(z: torch.Tensor, n_crops: int, batch: int, crops_for_assign) -> torch.Tensor:
-    """(|A|, B, D): Σ_{v ≠ A[a]} z_v for each assign crop a, float32."""
-    zc = z.float().view(n_crops, batch, -1)
-    return zc.sum(dim=0, keepdim=True) - zc[list(crops_for_assign)]
+def reduce_columns(columns: ColumnStats, process_group) -> ColumnStats:
+    """Column statistics over the rows of every rank: an all-reduce of the max, then of the sums."""
+    columns = merge_columns(columns)
+    top = all_reduce_max_(columns.max.clone(), process_group)
+    return ColumnStats(top, all_reduce_sum_(columns.sumexp * torch.exp(columns.max - top), process_group))
+
+
+def _empty_projection(rows_or_main, groups, batch):
+    return rows_or_main.new_empty((groups, batch, 0), dtype=torch.float32)
 
 
 def _register_ops(kernels: Kernels) -> SimpleNamespace:
@@ -89,125 +74,150 @@ def _register_ops(kernels: Kernels) -> SimpleNamespace:
     prefix = f"swav_kernels::{kernels.name}_"
     lib = torch.library
 
-    @lib.custom_op(prefix + "sinkhorn_column_init", mutates_args=())
-    def sinkhorn_column_init(x: torch.Tensor, inv_eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-        return kernels.sinkhorn_column_init(x, inv_eps)
+    def rows_of(main, queue, prototypes, crops, batch) -> SinkhornRows:
+        return SinkhornRows(main, queue, tuple(crops), batch, prototypes)
 
-    @sinkhorn_column_init.register_fake
-    def _(x, inv_eps):
-        shape = (x.shape[0], x.shape[2])
-        return x.new_empty(shape, dtype=torch.float32), x.new_empty(shape, dtype=torch.float32)
+    def fake_codes(main, prototypes, crops, batch, queue=None):
+        k = main.shape[1] if prototypes is None else prototypes.shape[0]
+        d = 0 if prototypes is None else main.shape[1]
+        f32 = dict(dtype=torch.float32)
+        return (main.new_empty((len(crops), batch, k), **f32), main.new_empty((len(crops), batch), **f32),
+                main.new_empty((len(crops), batch, d), **f32))
+
+    def codes_tuple(codes: Codes, rows: SinkhornRows):
+        projected = codes.projected if codes.projected is not None else _empty_projection(rows.main, rows.groups,
+                                                                                           rows.batch)
+        return codes.codes, codes.mass, projected
+
+    # ---- Sinkhorn: whole (one rank) --------------------------------------------------------
+    @lib.custom_op(prefix + "sinkhorn", mutates_args=())
+    def sinkhorn(main: torch.Tensor, queue: Optional[torch.Tensor], prototypes: Optional[torch.Tensor],
+                 crops: list[int], batch: int, epsilon: float,
+                 iterations: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rows = rows_of(main, queue, prototypes, crops, batch)
+        return codes_tuple(local_sinkhorn(kernels, rows, epsilon, iterations), rows)
+
+    @sinkhorn.register_fake
+    def _(main, queue, prototypes, crops, batch, epsilon, iterations):
+        return fake_codes(main, prototypes, crops, batch)
+
+    # ---- Sinkhorn: one step at a time (several ranks, collectives in between) --------------
+    @lib.custom_op(prefix + "sinkhorn_column_step", mutates_args=())
+    def sinkhorn_column_step(main: torch.Tensor, queue: Optional[torch.Tensor], prototypes: Optional[torch.Tensor],
+                             crops: list[int], batch: int, inv_eps: float,
+                             row_potential: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        columns = kernels.sinkhorn_column_step(rows_of(main, queue, prototypes, crops, batch), inv_eps, row_potential)
+        return tuple(merge_columns(columns))
+
+    @sinkhorn_column_step.register_fake
+    def _(main, queue, prototypes, crops, batch, inv_eps, row_potential):
+        k = main.shape[1] if prototypes is None else prototypes.shape[0]
+        shape = (1, len(crops), k)
+        return main.new_empty(shape, dtype=torch.float32), main.new_empty(shape, dtype=torch.float32)
 
     @lib.custom_op(prefix + "sinkhorn_row_step", mutates_args=())
-    def sinkhorn_row_step(x: torch.Tensor, inv_eps: float, col_potential: torch.Tensor, log_rows_total: float,
-                          normalize_rows: bool, want_column_sums: bool,
-                          codes_from_row: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return kernels.sinkhorn_row_step(x, inv_eps, col_potential, log_rows_total, normalize_rows,
-                                         want_column_sums, codes_from_row)
+    def sinkhorn_row_step(main: torch.Tensor, queue: Optional[torch.Tensor], prototypes: Optional[torch.Tensor],
+                          crops: list[int], batch: int, inv_eps: float, column_max: torch.Tensor,
+                          column_sumexp: torch.Tensor) -> torch.Tensor:
+        rows = rows_of(main, queue, prototypes, crops, batch)
+        return kernels.sinkhorn_row_step(rows, inv_eps, ColumnStats(column_max, column_sumexp))
 
     @sinkhorn_row_step.register_fake
-    def _(x, inv_eps, col_potential, log_rows_total, normalize_rows, want_column_sums, codes_from_row):
-        groups, rows, prototypes = x.shape
-        sums = x.new_empty((groups, prototypes if want_column_sums else 0), dtype=torch.float32)
-        code_rows = rows - codes_from_row if codes_from_row >= 0 else 0
-        return sums, x.new_empty((groups, code_rows, prototypes), dtype=torch.float32)
+    def _(main, queue, prototypes, crops, batch, inv_eps, column_max, column_sumexp):
+        rows = batch + (0 if queue is None else queue.shape[1])
+        return main.new_empty((len(crops), rows), dtype=torch.float32)
 
-    # ---- loss from embeddings + prototypes: never materialises the (V·B, K) scores ----
+    @lib.custom_op(prefix + "sinkhorn_codes", mutates_args=())
+    def sinkhorn_codes(main: torch.Tensor, queue: Optional[torch.Tensor], prototypes: Optional[torch.Tensor],
+                       crops: list[int], batch: int, inv_eps: float, column_max: torch.Tensor,
+                       column_sumexp: torch.Tensor,
+                       normalize_rows: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rows = rows_of(main, queue, prototypes, crops, batch)
+        return codes_tuple(kernels.sinkhorn_codes(rows, inv_eps, ColumnStats(column_max, column_sumexp),
+                                                  normalize_rows), rows)
+
+    @sinkhorn_codes.register_fake
+    def _(main, queue, prototypes, crops, batch, inv_eps, column_max, column_sumexp, normalize_rows):
+        return fake_codes(main, prototypes, crops, batch)
+
+    # ---- loss from embeddings + prototypes: never materialises the (V·B, K) scores ----------
     @lib.custom_op(prefix + "embeddings_loss", mutates_args=())
-    def embeddings_loss(z: torch.Tensor, c: torch.Tensor, codes: torch.Tensor, crops_for_assign: list[int],
-                        inv_tau: float, with_output: bool
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        n_crops, batch, n_assign, row_weight = _crop_layout(z.shape[0], codes, crops_for_assign)
-        lse, out = kernels.scores_logsumexp(z, c, inv_tau, with_output)
-        projected = torch.matmul(codes, c.float())  # W_a = q_a C, (|A|, B, D)
-        others = _other_crops_sum(z, n_crops, batch, crops_for_assign)
-        # loss = [Σ_{v,b} w_vb lse_v[b] − (1/τ) Σ_a Σ_b W_a[b]·Σ_{v≠A[a]} z_v[b]] / (|A|(V−1)B)
-        total = (row_weight * lse).sum() - inv_tau * (projected * others).sum()
-        loss = total / (n_assign * (n_crops - 1) * batch)
-        return loss, lse, out, projected
+    def embeddings_loss(z: torch.Tensor, c: torch.Tensor, codes: torch.Tensor, mass: torch.Tensor,
+                        projected: torch.Tensor, crops: list[int], inv_tau: float,
+                        with_output: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return kernels.embeddings_loss(z, c, Codes(codes, mass, projected), tuple(crops), inv_tau, with_output)
 
     @embeddings_loss.register_fake
-    def _(z, c, codes, crops_for_assign, inv_tau, with_output):
+    def _(z, c, codes, mass, projected, crops, inv_tau, with_output):
         f32 = dict(dtype=torch.float32)
         return (z.new_empty((), **f32), z.new_empty((z.shape[0],), **f32),
-                z.new_empty((z.shape[0] if with_output else 0, z.shape[1]), **f32),
-                z.new_empty((codes.shape[0], codes.shape[1], z.shape[1]), **f32))
+                z.new_empty((z.shape[0] if with_output else 0, z.shape[1]), **f32))
 
     @lib.custom_op(prefix + "embeddings_loss_backward", mutates_args=())
     def embeddings_loss_backward(grad: torch.Tensor, z: torch.Tensor, c: torch.Tensor, codes: torch.Tensor,
-                                 lse: torch.Tensor, out: torch.Tensor, projected: torch.Tensor,
-                                 crops_for_assign: list[int], inv_tau: float) -> tuple[torch.Tensor, torch.Tensor]:
-        n_crops, batch, n_assign, row_weight = _crop_layout(z.shape[0], codes, crops_for_assign)
-        coef = grad.float() * inv_tau / (n_assign * (n_crops - 1) * batch)
-        # ∂Z_v = coef · (w_v O_v − Σ_{a: A[a]≠v} W_a)
-        projected_others = projected.sum(dim=0, keepdim=True).repeat(n_crops, 1, 1)
-        projected_others[list(crops_for_assign)] -= projected
-        grad_z = coef * (row_weight[:, None] * out - projected_others.view_as(out))
-        # ∂C = coef · (Σ_rows w P z − Σ_a q_aᵀ Σ_{v≠A[a]} z_v)
-        softmax_part = kernels.softmax_prototype_grad(z, c, lse, row_weight, inv_tau)
-        others = _other_crops_sum(z, n_crops, batch, crops_for_assign)
-        code_part = torch.einsum("abk,abd->kd", codes, others)
-        grad_c = coef * (softmax_part - code_part)
-        return grad_z.to(z.dtype), grad_c.to(c.dtype)
+                                 mass: torch.Tensor, projected: torch.Tensor, crops: list[int], inv_tau: float,
+                                 lse: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return kernels.embeddings_loss_backward(grad, z, c, Codes(codes, mass, projected), tuple(crops), inv_tau,
+                                                lse, out)
 
     @embeddings_loss_backward.register_fake
-    def _(grad, z, c, codes, lse, out, projected, crops_for_assign, inv_tau):
+    def _(grad, z, c, codes, mass, projected, crops, inv_tau, lse, out):
         return torch.empty_like(z), torch.empty_like(c)
 
     def embeddings_setup(ctx, inputs, output):
-        z, c, codes, crops_for_assign, inv_tau, with_output = inputs
-        _, lse, out, projected = output
-        ctx.save_for_backward(z, c, codes, lse, out, projected)
-        ctx.crops_for_assign, ctx.inv_tau = crops_for_assign, inv_tau
+        z, c, codes, mass, projected, crops, inv_tau, with_output = inputs
+        _, lse, out = output
+        ctx.save_for_backward(z, c, codes, mass, projected, lse, out)
+        ctx.crops, ctx.inv_tau = crops, inv_tau
+        ctx.set_materialize_grads(False)  # lse and out take no gradient: no zero-filled tensors
 
-    def embeddings_backward(ctx, grad, _lse, _out, _projected):
-        z, c, codes, lse, out, projected = ctx.saved_tensors
+    def embeddings_backward(ctx, grad, _lse, _out):
+        z, c, codes, mass, projected, lse, out = ctx.saved_tensors
         if out.shape[0] != z.shape[0]:
             raise RuntimeError("embeddings_loss was run with with_output=False; it cannot be differentiated")
-        grad_z, grad_c = embeddings_loss_backward(grad, z, c, codes, lse, out, projected,
-                                                  ctx.crops_for_assign, ctx.inv_tau)
-        return grad_z, grad_c, None, None, None, None
+        grad_z, grad_c = embeddings_loss_backward(grad.float(), z, c, codes, mass, projected, ctx.crops,
+                                                  ctx.inv_tau, lse, out)
+        return grad_z, grad_c, None, None, None, None, None, None
 
     embeddings_loss.register_autograd(embeddings_backward, setup_context=embeddings_setup)
 
-    # ---- loss from scores (the drop-in path) -------------------------------------------
+    # ---- loss from scores (the drop-in path) -----------------------------------------------
     @lib.custom_op(prefix + "scores_loss", mutates_args=())
-    def scores_loss(s: torch.Tensor, codes: torch.Tensor, crops_for_assign: list[int],
-                    inv_tau: float) -> tuple[torch.Tensor, torch.Tensor]:
-        n_crops, batch, n_assign, row_weight = _crop_layout(s.shape[0], codes, crops_for_assign)
-        lse, cross = kernels.scores_cross_entropy_forward(s, codes, crops_for_assign, inv_tau)
-        total = (row_weight * lse).sum() - inv_tau * cross.sum()
-        return total / (n_assign * (n_crops - 1) * batch), lse
+    def scores_loss(s: torch.Tensor, codes: torch.Tensor, crops: list[int],
+                    inv_tau: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return kernels.scores_loss(s, codes, tuple(crops), inv_tau)
 
     @scores_loss.register_fake
-    def _(s, codes, crops_for_assign, inv_tau):
-        return s.new_empty((), dtype=torch.float32), s.new_empty((s.shape[0],), dtype=torch.float32)
+    def _(s, codes, crops, inv_tau):
+        f32 = dict(dtype=torch.float32)
+        return s.new_empty((), **f32), s.new_empty((s.shape[0],), **f32), s.new_empty((s.shape[0],), **f32)
 
     @lib.custom_op(prefix + "scores_loss_backward", mutates_args=())
-    def scores_loss_backward(grad: torch.Tensor, s: torch.Tensor, codes: torch.Tensor, lse: torch.Tensor,
-                             crops_for_assign: list[int], inv_tau: float) -> torch.Tensor:
-        n_crops, batch, n_assign, row_weight = _crop_layout(s.shape[0], codes, crops_for_assign)
-        scale = grad.float() * inv_tau / (n_assign * (n_crops - 1) * batch)
-        return kernels.scores_cross_entropy_backward(s, codes, lse, row_weight, crops_for_assign, inv_tau, scale)
+    def scores_loss_backward(grad: torch.Tensor, s: torch.Tensor, codes: torch.Tensor, crops: list[int],
+                             inv_tau: float, lse: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return kernels.scores_loss_backward(grad, s, codes, tuple(crops), inv_tau, lse, weight)
 
     @scores_loss_backward.register_fake
-    def _(grad, s, codes, lse, crops_for_assign, inv_tau):
+    def _(grad, s, codes, crops, inv_tau, lse, weight):
         return torch.empty_like(s)
 
     def scores_setup(ctx, inputs, output):
-        s, codes, crops_for_assign, inv_tau = inputs
-        ctx.save_for_backward(s, codes, output[1])
-        ctx.crops_for_assign, ctx.inv_tau = crops_for_assign, inv_tau
+        s, codes, crops, inv_tau = inputs
+        ctx.save_for_backward(s, codes, output[1], output[2])
+        ctx.crops, ctx.inv_tau = crops, inv_tau
+        ctx.set_materialize_grads(False)
 
-    def scores_backward(ctx, grad, _lse):
-        s, codes, lse = ctx.saved_tensors
-        return scores_loss_backward(grad, s, codes, lse, ctx.crops_for_assign, ctx.inv_tau), None, None, None
+    def scores_backward(ctx, grad, _lse, _weight):
+        s, codes, lse, weight = ctx.saved_tensors
+        return scores_loss_backward(grad.float(), s, codes, ctx.crops, ctx.inv_tau, lse, weight), None, None, None
 
     scores_loss.register_autograd(scores_backward, setup_context=scores_setup)
 
     return SimpleNamespace(
-        sinkhorn_column_init=sinkhorn_column_init,
+        sinkhorn=sinkhorn,
+        sinkhorn_column_step=sinkhorn_column_step,
         sinkhorn_row_step=sinkhorn_row_step,
+        sinkhorn_codes=sinkhorn_codes,
         embeddings_loss=embeddings_loss,
         embeddings_loss_backward=embeddings_loss_backward,
         scores_loss=scores_loss,
@@ -222,8 +232,29 @@ def register_ops(kernels: Kernels) -> SimpleNamespace:
     return _REGISTERED_OPS[kernels.name]
 
 
+def distributed_sinkhorn(ops, rows: SinkhornRows, epsilon: float, iterations: int, process_group) -> Codes:
+    """``local_sinkhorn`` over the rows of every rank: per-prototype statistics are all-reduced
+    after each column step (one max and one sum); per-sample steps stay local. Ranks may hold
+    different numbers of rows; the global row count (T = 0 only) is summed on the device."""
+    args = (rows.main, rows.queue, rows.prototypes, list(rows.crops), rows.batch)
+    inv_eps = 1.0 / epsilon
+    columns = reduce_columns(ColumnStats(*ops.sinkhorn_column_step(*args, inv_eps, None)), process_group)
+    if iterations == 0:
+        count = all_reduce_sum_(torch.full((), float(rows.rows), device=rows.main.device), process_group)
+        columns = zero_iteration_columns(columns, torch.log(count))
+        normalize = False
+    else:
+        for _ in range(iterations - 1):
+            potential = ops.sinkhorn_row_step(*args, inv_eps, *columns)
+            columns = reduce_columns(ColumnStats(*ops.sinkhorn_column_step(*args, inv_eps, potential)),
+                                     process_group)
+        normalize = True
+    codes, mass, projected = ops.sinkhorn_codes(*args, inv_eps, *columns, normalize)
+    return Codes(codes, mass, projected if rows.prototypes is not None else None)
+
+
 class KernelBackend(Backend):
-    """The backend operations of DESIGN §2 on top of a ``Kernels`` implementation."""
+    """The backend operations of DESIGN.md §2 on top of a ``Kernels`` implementation."""
 
     def __init__(self, kernels: Kernels) -> None:
         self.kernels = kernels
@@ -233,17 +264,26 @@ class KernelBackend(Backend):
     def unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
         return self.kernels.unavailable_reason(device, dtype)
 
-    def sinkhorn(self, scores, epsilon, iterations, process_group, codes_from_row=0):
-        return kernel_sinkhorn(self.ops, scores, epsilon, iterations, process_group, codes_from_row)
+    def assignment_codes(self, rows: SinkhornRows, epsilon: float, iterations: int, process_group) -> Codes:
+        rows = rows._replace(  # no copies for the contiguous tensors trainers hold
+            main=rows.main.contiguous(),
+            queue=None if rows.queue is None else rows.queue.contiguous(),
+            prototypes=None if rows.prototypes is None else rows.prototypes.contiguous(),
+        )
+        if is_distributed(process_group):
+            return distributed_sinkhorn(self.ops, rows, epsilon, iterations, process_group)
+        codes, mass, projected = self.ops.sinkhorn(rows.main, rows.queue, rows.prototypes, list(rows.crops),
+                                                   rows.batch, epsilon, iterations)
+        return Codes(codes, mass, projected if rows.prototypes is not None else None)
 
-    def loss_from_scores(self, scores: torch.Tensor, codes: torch.Tensor, spec: LossSpec) -> torch.Tensor:
-        loss, _ = self.ops.scores_loss(scores.contiguous(), codes.float().contiguous(),
-                                       list(spec.crops_for_assign), 1.0 / spec.temperature)
+    def loss_from_scores(self, scores: torch.Tensor, codes: Codes, spec: LossSpec) -> torch.Tensor:
+        loss, _, _ = self.ops.scores_loss(scores.contiguous(), codes.codes.float().contiguous(),
+                                          list(spec.crops_for_assign), 1.0 / spec.temperature)
         return loss
 
-    def loss_from_embeddings(self, embeddings, prototypes, codes, spec: LossSpec) -> torch.Tensor:
+    def loss_from_embeddings(self, embeddings, prototypes, codes: Codes, spec: LossSpec) -> torch.Tensor:
         with_output = torch.is_grad_enabled() and (embeddings.requires_grad or prototypes.requires_grad)
-        loss, _, _, _ = self.ops.embeddings_loss(embeddings.contiguous(), prototypes.contiguous(),
-                                                 codes.float().contiguous(), list(spec.crops_for_assign),
-                                                 1.0 / spec.temperature, with_output)
+        loss, _, _ = self.ops.embeddings_loss(embeddings.contiguous(), prototypes.contiguous(), codes.codes,
+                                              codes.mass, codes.projected, list(spec.crops_for_assign),
+                                              1.0 / spec.temperature, with_output)
         return loss

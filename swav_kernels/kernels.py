@@ -1,20 +1,96 @@
-"""The kernel contract: six primitives that a kernel backend (Triton, CUDA) implements.
+"""The kernel contract: the primitives a kernel backend (Triton, CUDA) implements.
 
-Everything else (distributed sums, autograd, custom-op registration, the cheap O(B·K·D)
-cross terms) is shared in ``swav_kernels.kernel_backend``, so the Triton and CUDA
-backends differ only in these functions. Each docstring is the exact formula the
-kernel must compute; ``tests/kernel_oracle.py`` transcribes them in plain PyTorch.
+Every docstring below is the exact formula the kernels compute; ``tests/kernel_oracle.py``
+transcribes them in plain PyTorch and every kernel is tested against it. The orchestration
+that strings the primitives together (distributed sums, custom ops, autograd) is shared, in
+``swav_kernels.kernel_backend``. DESIGN.md §1 gives the loss these primitives compute, §4 the
+numerics every result must meet, §5a the launch budget below.
 
-Notation: ``x (G, N, K)`` Sinkhorn scores (G problems), ``z (M, D)`` embeddings with
-M = V·B crop-major rows, ``c (K, D)`` prototypes, ``codes (|A|, B, K)`` float32,
-``s (V·B, K)`` scores. All reductions accumulate in float32; outputs are float32 unless
-stated. Inputs are contiguous (row-major) and share a device and dtype (fp32/fp16/bf16).
+Notation: ``z (M, D)`` embeddings with M = V·B crop-major rows (rows v·B … v·B+B−1 are crop
+v), ``c (K, D)`` prototypes, ``s (M, K)`` scores, A = ``crops`` the assign crops. A Sinkhorn
+problem has G = |A| groups of N = L + B rows over K prototypes: group g's rows are its L
+queued rows followed by the B batch rows of crop A[g] (``SinkhornRows``). All sums accumulate
+in float32; inputs are fp32, fp16 or bf16, contiguous, on one device; outputs are float32
+unless stated.
+
+Design decisions (DESIGN.md §5a):
+
+* **Scores are recomputed, not stored.** On the fused path (``SinkhornRows.prototypes`` given)
+  every Sinkhorn pass recomputes ``x = row · c_k`` on tensor cores from the embeddings it reads:
+  at D = 128 that is 256 FLOP per score against 4 bytes of a stored fp32 score, about 3×
+  cheaper on an H200 (≈ 790 TFLOP/s against ≈ 4.3 TB/s), the G×N×K buffer disappears (512 MiB
+  at the large-k shape) and the queue is scored inside the passes (no ``cat``, no separate
+  matmul). The scores path reads the scores it is given, in their dtype, and never copies them.
+* **Alternating single-pass Sinkhorn over dual potentials.** Codes are
+  ``q[n, k] = exp(x[n, k]/ε + a[k] + b[n])``: a column step computes the column potential a
+  from the row potential b, a row step b from a; each is one launch that reads every score
+  once, with no partial sums to merge in between except the S column partials, which the
+  next launch merges while it loads a. T iterations take 2·T launches (T = 0: 2). The row
+  count N and the total of ``P /= sum(P)`` cancel in the codes for T ≥ 1, so no host value
+  and no collective beyond the per-prototype sums is needed.
+* **Launch budget** (one fwd+bwd, T = 3, queue on, 2 assign crops, every launch counted):
+  fused path ≤ 12 = Sinkhorn 6 + loss forward 1–2 + loss sum 1 + autograd's seed 1 +
+  ∂C 1–2 (+ ∂Z 1 unless folded into the ∂C merge); scores path ≤ 10 = 6 + 1 + 1 + 1 + 1.
+* **Determinism.** No atomics: every reduction split across programs writes partials that
+  are added in a fixed order; tile sizes and split counts come from fixed rules keyed on
+  (rows, K, D, dtype, device), never from a timing race.
+* **Non-finite inputs propagate.** Each primitive folds ``Σ 0·x`` of what it reads into its
+  sums, so NaN or ±inf anywhere in the inputs yields NaN (codes, loss), never a finite number
+  and never a host synchronisation.
 """
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import NamedTuple, Protocol
 
 import torch
+
+
+class SinkhornRows(NamedTuple):
+    """The N = L + B rows of each of the G Sinkhorn problems, without copying them.
+
+    Row n of group g is ``queue[g, n]`` for n < L, else ``main[crops[g]·B + n − L]``. With
+    ``prototypes (K, D)`` the rows are embeddings and ``x[g, n, k] = row · prototypes[k]``;
+    without, they are scores and ``x[g, n, k] = row[k]``.
+    """
+
+    main: torch.Tensor  # (R, X): crop-major rows, X = K (scores) or D (embeddings)
+    queue: torch.Tensor | None  # (G, L, X) or None (L = 0)
+    crops: tuple[int, ...]  # G entries, each a block of B rows of main
+    batch: int  # B
+    prototypes: torch.Tensor | None  # (K, D) or None
+
+    @property
+    def groups(self) -> int:
+        return len(self.crops)
+
+    @property
+    def queue_rows(self) -> int:
+        return 0 if self.queue is None else self.queue.shape[1]
+
+    @property
+    def rows(self) -> int:
+        """N = L + B."""
+        return self.queue_rows + self.batch
+
+    @property
+    def prototype_count(self) -> int:
+        return self.main.shape[1] if self.prototypes is None else self.prototypes.shape[0]
+
+
+class ColumnStats(NamedTuple):
+    """Per-prototype log-sum-exp over disjoint row ranges s = 0 … S−1, natural log:
+    ``LSE_n t[g, n, k] = log Σ_s sumexp[s, g, k] · exp(max[s, g, k])``."""
+
+    max: torch.Tensor  # (S, G, K) float32
+    sumexp: torch.Tensor  # (S, G, K) float32
+
+
+class Codes(NamedTuple):
+    """The codes of the batch rows and what the loss needs from them."""
+
+    codes: torch.Tensor  # (G, B, K) float32
+    mass: torch.Tensor | None  # (G, B) float32: Σ_k codes (1 when T ≥ 1)
+    projected: torch.Tensor | None  # (G, B, D) float32: codes · C (fused path), else None
 
 
 class Kernels(Protocol):
@@ -23,74 +99,58 @@ class Kernels(Protocol):
     def unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
         """None when these kernels run ``dtype`` tensors on ``device``; else why not."""
 
-    # ---- family 2: Sinkhorn, log domain with dual potentials ---------------------------
-    # Codes are q[n, k] = exp(x[n, k]·inv_eps + a[k] + b[n] + log_rows_total) with column
-    # potentials a (G, K) and row potentials b (G, N); see kernel_backend.kernel_sinkhorn.
+    # ---- family 2: Sinkhorn, log domain with dual potentials -----------------------------
 
-    def sinkhorn_column_init(self, x: torch.Tensor, inv_eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per prototype, over this rank's rows:
-        ``col_max[g, k] = max_n x[g, n, k]·inv_eps`` and
-        ``col_sum[g, k] = Σ_n exp(x[g, n, k]·inv_eps − col_max[g, k])``; both (G, K) float32."""
+    def sinkhorn_column_step(self, rows: SinkhornRows, inv_eps: float,
+                             row_potential: torch.Tensor | None) -> ColumnStats:
+        """With ``t[g, n, k] = inv_eps · x[g, n, k] + b[g, n]`` (b = ``row_potential (G, N)``
+        float32, or 0 when None): partial column statistics over S ≥ 1 disjoint row ranges,
+        ``max[s, g, k] = max_{n ∈ s} t`` and ``sumexp[s, g, k] = Σ_{n ∈ s} exp(t − max) + Σ_{n ∈ s} 0·x``,
+        so that ``LSE_n t = log Σ_s sumexp·exp(max)``. S is the backend's choice."""
 
-    def sinkhorn_row_step(
-        self,
-        x: torch.Tensor,
-        inv_eps: float,
-        col_potential: torch.Tensor,
-        log_rows_total: float,
-        normalize_rows: bool,
-        want_column_sums: bool,
-        codes_from_row: int,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One per-sample normalisation, fused with what the next step needs.
+    def sinkhorn_row_step(self, rows: SinkhornRows, inv_eps: float, columns: ColumnStats) -> torch.Tensor:
+        """The row potential ``b[g, n] = −LSE_k(inv_eps · x[g, n, k] + a[g, k])`` (G, N) float32,
+        where ``a[g, k] = −log K − LSE_s(max[s, g, k] + log sumexp[s, g, k])`` is the column
+        potential of ``columns`` (exact, max-shifted)."""
 
-        Row potential ``b[g, n] = −lse_k(x[g, n, k]·inv_eps + a[g, k]) − log_rows_total`` if
-        ``normalize_rows`` else ``0`` (lse exact, max-shifted), with
-        ``a = col_potential (G, K)`` float32. Returns ``(column_sums, codes)``:
-        ``column_sums[g, k] = Σ_n exp(x[g, n, k]·inv_eps + a[g, k] + b[g, n])`` (G, K) if
-        ``want_column_sums`` else an empty (G, 0) tensor; and, for ``codes_from_row >= 0``,
-        ``codes[g, n − codes_from_row, k] = exp(x·inv_eps + a + b + log_rows_total)`` for rows
-        ``n >= codes_from_row`` (G, N − codes_from_row, K), else an empty (G, 0, K) tensor.
-        With the potentials the orchestration passes, every exp argument is ≤ log_rows_total,
-        so no overflow is possible. Precision: form ``t = x·inv_eps + a[k]`` once and take
-        ``exp((t − lse_k(t)) − log_rows_total)``, never ``t + b`` with a large ``b``, so each
-        row sums to 1 within float32 rounding even when |x|/ε is in the thousands.
-        """
+    def sinkhorn_codes(self, rows: SinkhornRows, inv_eps: float, columns: ColumnStats,
+                       normalize_rows: bool) -> Codes:
+        """Codes of the batch rows n = L + j, j < B, with a from ``columns`` as in the row step
+        and ``u[g, j, k] = inv_eps · x[g, L + j, k] + a[g, k]`` (formed once, in float32):
+        ``codes = exp(u − LSE_k u)`` if ``normalize_rows`` (each row sums to 1 within float32
+        rounding even when |x|/ε is in the thousands) else ``exp(u)``; ``mass = Σ_k codes``
+        (G, B); ``projected = codes · C`` (G, B, D) on the fused path, else None."""
 
-    # ---- family 1: prototype scoring + temperature softmax -----------------------------
+    # ---- families 1 and 3: the swapped-prediction loss ------------------------------------
+    # For row m = v·B + b: its weight w[m] = Σ_{a: A[a] ≠ v} mass[a, b] (the code mass it must
+    # predict: n_v = |{a : A[a] ≠ v}| when code rows sum to 1) and denom = |A|·(V − 1)·B.
+    # loss = (Σ_m w[m]·lse[m] − inv_tau · Σ_m Σ_{a: A[a] ≠ v} codes[a, b] · s[m]) / denom, which is
+    # DESIGN.md §1's loss, since −Σ_k q log softmax(s/τ) = (Σ_k q)·lse(s/τ) − q·s/τ.
 
-    def scores_logsumexp(
-        self, z: torch.Tensor, c: torch.Tensor, inv_tau: float, with_output: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``lse[m] = log Σ_k exp(inv_tau · z[m]·c[k])`` (M,), and if ``with_output`` the
-        attention output ``out[m] = Σ_k softmax_k(inv_tau · z[m]·Cᵀ) · c[k]`` (M, D), else an
-        empty (0, D) tensor; both float32. The (M, K) scores are never stored."""
+    def embeddings_loss(self, z: torch.Tensor, c: torch.Tensor, codes: Codes, crops: tuple[int, ...],
+                        inv_tau: float, with_output: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The loss from ``z`` and ``c`` without storing the (M, K) scores: returns ``(loss`` 0-d,
+        ``lse (M,)`` with ``lse[m] = LSE_k(inv_tau · z[m]·c[k])``, ``out)`` with
+        ``out[m] = Σ_k softmax_k(inv_tau · z[m]·Cᵀ) · c[k]`` (M, D) if ``with_output`` else (0, D)).
+        The cross term ``codes[a, b] · s[m]`` is ``projected[a, b] · z[m]``; mass and projected
+        must be given. ``loss`` also carries ``Σ 0·z``."""
 
-    def softmax_prototype_grad(
-        self, z: torch.Tensor, c: torch.Tensor, lse: torch.Tensor, row_weight: torch.Tensor, inv_tau: float
-    ) -> torch.Tensor:
-        """``g[k] = Σ_m row_weight[m] · exp(inv_tau · z[m]·c[k] − lse[m]) · z[m]`` (K, D) float32,
-        computed per block of prototypes (no atomics: deterministic)."""
+    def embeddings_loss_backward(self, grad: torch.Tensor, z: torch.Tensor, c: torch.Tensor, codes: Codes,
+                                 crops: tuple[int, ...], inv_tau: float, lse: torch.Tensor,
+                                 out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """With ``coef = grad · inv_tau / denom`` (``grad`` a 0-d float32 tensor, read on the device)
+        and ``p[m, k] = exp(inv_tau · z[m]·c[k] − lse[m])``:
+        ``∂z[m] = coef · (w[m]·out[m] − Σ_{a: A[a] ≠ v} projected[a, b])`` in z's dtype and
+        ``∂c[k] = coef · Σ_m (w[m]·p[m, k] − Σ_{a: A[a] ≠ v} codes[a, b, k]) · z[m]`` in c's dtype."""
 
-    # ---- family 3: multi-crop cross-entropy on given scores ----------------------------
+    def scores_loss(self, s: torch.Tensor, codes: torch.Tensor, crops: tuple[int, ...],
+                    inv_tau: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The loss from scores ``s (M, K)`` and ``codes (|A|, B, K)`` float32 (any codes: rows need
+        not sum to 1): returns ``(loss`` 0-d, ``lse (M,)`` = LSE_k(inv_tau · s[m]), ``weight (M,)``
+        = w with the masses summed from ``codes)``. ``loss`` also carries ``Σ 0·s`` and ``Σ 0·codes``."""
 
-    def scores_cross_entropy_forward(
-        self, s: torch.Tensor, codes: torch.Tensor, crops_for_assign: Sequence[int], inv_tau: float
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``lse[r] = log Σ_k exp(inv_tau · s[r, k])`` and
-        ``cross[v·B + b] = Σ_{a: A[a] ≠ v} Σ_k codes[a, b, k] · s[v·B + b, k]``; both (V·B,) float32."""
-
-    def scores_cross_entropy_backward(
-        self,
-        s: torch.Tensor,
-        codes: torch.Tensor,
-        lse: torch.Tensor,
-        row_weight: torch.Tensor,
-        crops_for_assign: Sequence[int],
-        inv_tau: float,
-        scale: torch.Tensor,
-    ) -> torch.Tensor:
-        """``∂s[v·B + b, k] = scale · (row_weight[v·B + b] · exp(inv_tau · s[v·B + b, k] − lse[v·B + b])
-        − Σ_{a: A[a] ≠ v} codes[a, b, k])``, where ``row_weight (V·B,)`` float32 is the mass of the
-        codes row (v, b) predicts (n_v when code rows sum to 1) and ``scale`` a 0-d float32
-        tensor; returned in the dtype of ``s``."""
+    def scores_loss_backward(self, grad: torch.Tensor, s: torch.Tensor, codes: torch.Tensor,
+                             crops: tuple[int, ...], inv_tau: float, lse: torch.Tensor,
+                             weight: torch.Tensor) -> torch.Tensor:
+        """``∂s[m, k] = coef · (weight[m]·exp(inv_tau·s[m, k] − lse[m]) − Σ_{a: A[a] ≠ v} codes[a, b, k])``
+        in the dtype of ``s``, with ``coef = grad · inv_tau / denom`` read on the device."""

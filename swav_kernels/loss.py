@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 
 from .backend import LossSpec
+from .kernels import Codes, SinkhornRows
 from .registry import resolve_backend
 from .validation import (
     check_crops_for_assign,
@@ -83,7 +84,7 @@ def swav_loss(
     queue_scores: torch.Tensor | None = None,
     process_group=None,
     backend: str = "auto",
-    check_finite_inputs: bool = True,
+    check_finite_inputs: bool = False,
 ) -> torch.Tensor:
     """The SwAV swapped-prediction loss (DESIGN §1).
 
@@ -103,7 +104,9 @@ def swav_loss(
         queue_scores: ``(|A|, L, K)`` queued scores instead (either path).
         process_group: ranks whose rows share the Sinkhorn sums (None: this rank only).
         backend: ``"auto"``, ``"reference"`` or a registered kernel backend.
-        check_finite_inputs: raise ValueError on NaN/inf inputs (one host sync).
+        check_finite_inputs: raise ValueError naming the first input that holds NaN or ±inf
+            (one host synchronisation). By default no input is inspected: a non-finite input
+            gives a NaN loss, and the call never waits for the device.
 
     Returns:
         0-d loss, float32 for 16-bit inputs, else the input dtype. Gradients flow into
@@ -153,19 +156,23 @@ def swav_loss(
         check_finite(named)
 
     impl = resolve_backend(backend, rows.device, rows.dtype)
-    assign = list(spec.crops_for_assign)
+    queued = queue if queue is not None else queue_scores
+    if queued is not None and queued.dtype != rows.dtype:
+        queued = queued.to(rows.dtype)  # the kernels read queue and batch rows in one tile
+    sinkhorn_rows = SinkhornRows(
+        main=rows.detach(),
+        queue=None if queued is None else queued.detach(),
+        crops=spec.crops_for_assign,
+        batch=batch,
+        prototypes=None if prototypes is None else prototypes.detach(),
+    )
+    if prototypes is not None and queue_scores is not None:  # queued scores with embeddings: score the batch
+        with torch.no_grad():
+            assign = rows.detach().reshape(n_crops, batch, -1)[list(spec.crops_for_assign)]
+            scores = (assign.float() @ prototypes.detach().float().t()).reshape(n_assign * batch, -1)
+        sinkhorn_rows = SinkhornRows(scores, queue_scores.detach().float(), tuple(range(n_assign)), batch, None)
     with torch.no_grad():
-        if prototypes is None:
-            assign_scores = rows.detach().reshape(n_crops, batch, -1)[assign]
-        else:
-            assign_scores = impl.score(rows.reshape(n_crops, batch, -1)[assign], prototypes)
-            if queue is not None:
-                queue_scores = impl.score(queue, prototypes)
-        sinkhorn_rows = assign_scores
-        if queue_scores is not None:
-            sinkhorn_rows = torch.cat((queue_scores.to(assign_scores.dtype), assign_scores), dim=1)
-        codes = impl.sinkhorn(sinkhorn_rows, spec.epsilon, spec.sinkhorn_iterations, spec.process_group,
-                              codes_from_row=sinkhorn_rows.shape[1] - batch)
+        codes = impl.assignment_codes(sinkhorn_rows, spec.epsilon, spec.sinkhorn_iterations, spec.process_group)
     if prototypes is None:
         return impl.loss_from_scores(rows, codes, spec)
     return impl.loss_from_embeddings(rows, prototypes, codes, spec)
@@ -177,7 +184,7 @@ def sinkhorn(
     iterations: int = 3,
     process_group=None,
     backend: str = "auto",
-    check_finite_inputs: bool = True,
+    check_finite_inputs: bool = False,
 ) -> torch.Tensor:
     """Sinkhorn-Knopp codes (DESIGN §1) of ``scores`` ``(N, K)``, or ``(G, N, K)`` for G
     independent problems. Returns codes of the same shape in float32 (float64 for float64
@@ -193,8 +200,10 @@ def sinkhorn(
     if check_finite_inputs:
         check_finite({"scores": scores})
     impl = resolve_backend(backend, scores.device, scores.dtype)
-    batched = scores if scores.dim() == 3 else scores.unsqueeze(0)
-    codes = impl.sinkhorn(batched, epsilon, iterations, process_group)
+    groups, rows, prototypes = scores.shape if scores.dim() == 3 else (1, *scores.shape)
+    problem = SinkhornRows(scores.detach().reshape(groups * rows, prototypes), None, tuple(range(groups)), rows, None)
+    with torch.no_grad():
+        codes = impl.assignment_codes(problem, epsilon, iterations, process_group).codes
     return codes if scores.dim() == 3 else codes.squeeze(0)
 
 
@@ -204,7 +213,7 @@ def swapped_prediction_loss(
     crops_for_assign: Sequence[int],
     temperature: float = 0.1,
     backend: str = "auto",
-    check_finite_inputs: bool = True,
+    check_finite_inputs: bool = False,
 ) -> torch.Tensor:
     """DESIGN §1's swapped-prediction cross-entropy against codes computed elsewhere (hard
     assignments, a trainer's own Sinkhorn).
@@ -236,4 +245,4 @@ def swapped_prediction_loss(
     if check_finite_inputs:
         check_finite({"inputs": rows, "codes": codes})
     impl = resolve_backend(backend, rows.device, rows.dtype)
-    return impl.loss_from_scores(rows, codes.detach(), spec)
+    return impl.loss_from_scores(rows, Codes(codes.detach(), None, None), spec)

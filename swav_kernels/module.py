@@ -4,6 +4,12 @@ The queue follows facebookresearch/swav ``main_swav.py``: per assign crop it hol
 most recent embeddings of this rank (newest first); they are scored with the current
 prototypes and prepended to the Sinkhorn rows once the queue is full; after each step
 the queue shifts and the batch's assign-crop embeddings enter at the front.
+
+No call waits for the device: how full the queue is is counted on the host (mirrored into
+the ``queue_filled`` buffer for checkpoints while it fills), and the shift is done on the device
+(one launch on the Triton backend) in a way a CUDA graph replays correctly. A step may be
+captured in a CUDA graph once the queue is full (or without a queue); capturing while it still
+fills raises, since replays would not advance the host's count.
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import torch
 from torch import nn
 
 from .loss import swav_loss
+from .registry import resolve_backend
 from .validation import check_crops_for_assign, check_iterations, check_n_crops, check_positive_float
 
 
@@ -62,17 +69,24 @@ class SwAVLoss(nn.Module):
             self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
         else:
             self.queue = None
+        self._filled = 0  # host copy of queue_filled: read without a device sync
 
     @property
     def queue_is_full(self) -> bool:
         """True once the queue holds ``queue_length`` rows and joins the Sinkhorn."""
-        return self.queue is not None and int(self.queue_filled) >= self.queue_length
+        return self.queue is not None and self._filled >= self.queue_length
 
     def reset_queue(self) -> None:
         """Empty the queue (it is used again once refilled)."""
         if self.queue is not None:
             self.queue.zero_()
             self.queue_filled.zero_()
+            self._filled = 0
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.queue is not None:
+            self._filled = int(self.queue_filled)  # once per load, not per step
 
     def forward(self, inputs: torch.Tensor, prototypes: torch.Tensor | None = None) -> torch.Tensor:
         queue = None
@@ -108,8 +122,13 @@ class SwAVLoss(nn.Module):
         """Shift the queue and put this batch's assign-crop embeddings at the front."""
         n_crops = check_n_crops(self.nmb_crops)
         batch = embeddings.shape[0] // n_crops
-        new = embeddings.detach().reshape(n_crops, batch, -1)[list(self.crops_for_assign)]
-        keep = max(self.queue_length - batch, 0)
-        self.queue[:, batch:] = self.queue[:, :keep].clone()
-        self.queue[:, :min(batch, self.queue_length)] = new[:, : self.queue_length].to(self.queue.dtype)
-        self.queue_filled.fill_(min(int(self.queue_filled) + batch, self.queue_length))
+        if not self.queue_is_full and embeddings.is_cuda and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("SwAVLoss: a step is being captured in a CUDA graph while the queue still fills; "
+                               "capture once queue_is_full (replays cannot advance the host's fill count)")
+        if embeddings.dtype != self.queue.dtype:  # hold the queue in the embeddings' dtype from now on
+            self.queue = self.queue.to(embeddings.dtype)
+        backend = resolve_backend(self.backend, embeddings.device, embeddings.dtype)
+        backend.shift_queue(self.queue, embeddings.detach(), self.crops_for_assign, batch)
+        if self._filled < self.queue_length:
+            self._filled = min(self._filled + batch, self.queue_length)
+            self.queue_filled.fill_(self._filled)

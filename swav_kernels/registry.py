@@ -20,6 +20,7 @@ _AUTO_RANK: dict[str, int] = {}
 _INSTANCES: dict[str, Backend] = {}
 _LOAD_ERRORS: dict[str, str] = {}
 _WARNED: set[str] = set()
+_RESOLVED: dict[tuple, Backend] = {}  # (name, device, dtype) -> backend: one lookup per call
 
 
 def register_backend(name: str, loader: Callable[[], Backend] | str, auto_rank: int | None = None) -> None:
@@ -37,12 +38,22 @@ def register_backend(name: str, loader: Callable[[], Backend] | str, auto_rank: 
             return getattr(importlib.import_module(module_name), attr)()
 
     _LOADERS[name] = loader
+    _RESOLVED.clear()
     _INSTANCES.pop(name, None)
     _LOAD_ERRORS.pop(name, None)
     if auto_rank is None:
         _AUTO_RANK.pop(name, None)
     else:
         _AUTO_RANK[name] = auto_rank
+
+
+def unregister_backend(name: str) -> None:
+    """Forget backend ``name`` (the reference stays)."""
+    if name == "reference":
+        raise ValueError("the reference backend cannot be unregistered")
+    for table in (_LOADERS, _AUTO_RANK, _INSTANCES, _LOAD_ERRORS):
+        table.pop(name, None)
+    _RESOLVED.clear()
 
 
 def backend_names() -> tuple[str, ...]:
@@ -73,7 +84,16 @@ def _check_name(name) -> None:
 
 
 def resolve_backend(name: str, device: torch.device, dtype: torch.dtype) -> Backend:
-    """The backend that will run tensors of ``dtype`` on ``device`` for ``backend=name``."""
+    """The backend that will run tensors of ``dtype`` on ``device`` for ``backend=name``;
+    resolved once per (name, device, dtype) and cached."""
+    key = (name, device, dtype)
+    backend = _RESOLVED.get(key)
+    if backend is None:
+        backend = _RESOLVED[key] = _resolve(name, device, dtype)
+    return backend
+
+
+def _resolve(name: str, device: torch.device, dtype: torch.dtype) -> Backend:
     _check_name(name)
     if name != "auto":
         reason = unavailable_reason(name, device, dtype)

@@ -1,9 +1,37 @@
 """Plain-PyTorch transcription of the kernel contract (swav_kernels/kernels.py).
 
-Each method materialises what the real kernels tile; it is the oracle for per-kernel
-tests and lets the shared orchestration (kernel_backend) be tested without any kernel.
+Each method materialises what the real kernels tile, straight from the contract's formulas; it
+is the oracle of the per-kernel tests and lets the shared orchestration (kernel_backend) be
+tested without any kernel.
 """
+import math
+
 import torch
+
+from swav_kernels.kernels import Codes, ColumnStats
+
+
+def sinkhorn_scores(rows) -> torch.Tensor:
+    """x (G, N, K) float32 of ``SinkhornRows``: queue rows, then the batch rows of each crop."""
+    main = rows.main.float()
+    batch = torch.stack([main[c * rows.batch:(c + 1) * rows.batch] for c in rows.crops])
+    x = batch if rows.queue is None else torch.cat((rows.queue.float(), batch), dim=1)
+    if rows.prototypes is not None:
+        x = x @ rows.prototypes.float().t()
+    return x
+
+
+def column_potential(columns: ColumnStats) -> torch.Tensor:
+    """a (G, K) = −log K − LSE_s(max + log sumexp)."""
+    lse = torch.logsumexp(columns.max + torch.log(columns.sumexp), dim=0)
+    return -math.log(columns.max.shape[2]) - lse
+
+
+def predicted(crops, n_crops, per_assign: torch.Tensor) -> torch.Tensor:
+    """(V, B, ...): Σ_{a: A[a] ≠ v} per_assign[a] for every crop v."""
+    out = per_assign.sum(dim=0, keepdim=True).repeat(n_crops, *([1] * (per_assign.dim() - 1)))
+    out[list(crops)] -= per_assign
+    return out
 
 
 class OracleKernels:
@@ -12,52 +40,62 @@ class OracleKernels:
     def unavailable_reason(self, device, dtype):
         return None if dtype in (torch.float32, torch.float16, torch.bfloat16) else f"no {dtype} kernels"
 
-    def sinkhorn_column_init(self, x, inv_eps):
-        logits = x.float() * inv_eps
-        col_max = logits.amax(dim=1)
-        return col_max, torch.exp(logits - col_max[:, None]).sum(dim=1)
+    def sinkhorn_column_step(self, rows, inv_eps, row_potential):
+        x = sinkhorn_scores(rows)
+        t = x * inv_eps
+        if row_potential is not None:
+            t = t + row_potential[:, :, None]
+        col_max = t.amax(dim=1)
+        sumexp = torch.exp(t - col_max[:, None, :]).sum(dim=1) + (0 * x).sum(dim=1)
+        return ColumnStats(col_max[None], sumexp[None])
 
-    def sinkhorn_row_step(self, x, inv_eps, col_potential, log_rows_total, normalize_rows, want_column_sums,
-                          codes_from_row):
-        logits = x.float() * inv_eps + col_potential[:, None, :]
-        if normalize_rows:  # subtract the row lse from the same rounded logits: rows sum to 1
-            p = torch.exp(logits - torch.logsumexp(logits, dim=2, keepdim=True) - log_rows_total)
-        else:
-            p = torch.exp(logits)
-        sums = p.sum(dim=1) if want_column_sums else x.new_empty((x.shape[0], 0), dtype=torch.float32)
-        if codes_from_row >= 0:
-            codes = p[:, codes_from_row:] * torch.exp(torch.tensor(log_rows_total))
-        else:
-            codes = x.new_empty((x.shape[0], 0, x.shape[2]), dtype=torch.float32)
-        return sums, codes
+    def sinkhorn_row_step(self, rows, inv_eps, columns):
+        t = sinkhorn_scores(rows) * inv_eps + column_potential(columns)[:, None, :]
+        return -torch.logsumexp(t, dim=2)
 
-    def scores_logsumexp(self, z, c, inv_tau, with_output):
+    def sinkhorn_codes(self, rows, inv_eps, columns, normalize_rows):
+        x = sinkhorn_scores(rows)[:, -rows.batch:]
+        u = x * inv_eps + column_potential(columns)[:, None, :]
+        codes = torch.exp(u - torch.logsumexp(u, dim=2, keepdim=True)) if normalize_rows else torch.exp(u)
+        projected = None if rows.prototypes is None else codes @ rows.prototypes.float()
+        return Codes(codes, codes.sum(dim=2), projected)
+
+    def _layout(self, rows, codes, crops):
+        batch = codes.shape[1]
+        n_crops = rows // batch
+        return n_crops, batch, len(crops) * (n_crops - 1) * batch
+
+    def embeddings_loss(self, z, c, codes, crops, inv_tau, with_output):
+        n_crops, batch, denom = self._layout(z.shape[0], codes.codes, crops)
         logits = (z.float() @ c.float().t()) * inv_tau
         lse = torch.logsumexp(logits, dim=1)
+        weight = predicted(crops, n_crops, codes.mass).reshape(-1)
+        cross = (predicted(crops, n_crops, codes.projected).reshape_as(z) * z.float()).sum(dim=1)
+        loss = ((weight * lse).sum() - inv_tau * cross.sum() + (0 * z.float()).sum()) / denom
         out = torch.softmax(logits, dim=1) @ c.float() if with_output else z.new_empty((0, z.shape[1]),
                                                                                          dtype=torch.float32)
-        return lse, out
+        return loss, lse, out
 
-    def softmax_prototype_grad(self, z, c, lse, row_weight, inv_tau):
+    def embeddings_loss_backward(self, grad, z, c, codes, crops, inv_tau, lse, out):
+        n_crops, batch, denom = self._layout(z.shape[0], codes.codes, crops)
+        coef = grad.float() * inv_tau / denom
+        weight = predicted(crops, n_crops, codes.mass).reshape(-1)
+        grad_z = coef * (weight[:, None] * out - predicted(crops, n_crops, codes.projected).reshape_as(out))
         p = torch.exp((z.float() @ c.float().t()) * inv_tau - lse[:, None])
-        return (p * row_weight[:, None]).t() @ z.float()
+        g = weight[:, None] * p - predicted(crops, n_crops, codes.codes).reshape_as(p)
+        grad_c = coef * (g.t() @ z.float())
+        return grad_z.to(z.dtype), grad_c.to(c.dtype)
 
-    def _code_sum(self, n_crops, codes, crops_for_assign):
-        """(V, B, K): Σ_{a: A[a] ≠ v} codes[a] for every crop v."""
-        total = codes.sum(dim=0, keepdim=True).repeat(n_crops, 1, 1)
-        total[list(crops_for_assign)] -= codes
-        return total
-
-    def scores_cross_entropy_forward(self, s, codes, crops_for_assign, inv_tau):
-        batch = codes.shape[1]
-        n_crops = s.shape[0] // batch
+    def scores_loss(self, s, codes, crops, inv_tau):
+        n_crops, batch, denom = self._layout(s.shape[0], codes, crops)
         lse = torch.logsumexp(s.float() * inv_tau, dim=1)
-        cross = (self._code_sum(n_crops, codes, crops_for_assign).view_as(s) * s.float()).sum(dim=1)
-        return lse, cross
+        weight = predicted(crops, n_crops, codes.sum(dim=2)).reshape(-1)
+        cross = (predicted(crops, n_crops, codes).reshape_as(s) * s.float()).sum(dim=1)
+        poison = (0 * s.float()).sum() + (0 * codes).sum()
+        return ((weight * lse).sum() - inv_tau * cross.sum() + poison) / denom, lse, weight
 
-    def scores_cross_entropy_backward(self, s, codes, lse, row_weight, crops_for_assign, inv_tau, scale):
-        batch = codes.shape[1]
-        n_crops = s.shape[0] // batch
+    def scores_loss_backward(self, grad, s, codes, crops, inv_tau, lse, weight):
+        n_crops, batch, denom = self._layout(s.shape[0], codes, crops)
+        coef = grad.float() * inv_tau / denom
         softmax = torch.exp(s.float() * inv_tau - lse[:, None])
-        grad = row_weight[:, None] * softmax - self._code_sum(n_crops, codes, crops_for_assign).view_as(s)
-        return (scale * grad).to(s.dtype)
+        return (coef * (weight[:, None] * softmax - predicted(crops, n_crops, codes).reshape_as(s))).to(s.dtype)

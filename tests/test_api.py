@@ -8,6 +8,7 @@ import torch
 import swav_kernels
 from problems import make_problem, rel_err
 from swav_kernels import Backend, reference as R, register_backend, sinkhorn, swapped_prediction_loss, swav_loss
+from swav_kernels.registry import unregister_backend
 from transcription import sinkhorn_f64, swav_loss_f64
 
 KW = dict(temperature=0.1, epsilon=0.05, sinkhorn_iterations=3, backend="reference")
@@ -130,6 +131,7 @@ def test_auto_on_cpu_falls_back_to_reference_and_says_so_once():
     from swav_kernels import registry
 
     registry._WARNED.clear()
+    registry._RESOLVED.clear()  # resolution (and its warning) happens once per device and dtype
     x = torch.randn(6, 5)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -147,9 +149,9 @@ def test_registered_backend_is_used_and_explicit_unavailable_backend_raises():
     class Counting(Backend):
         name = "counting"
 
-        def sinkhorn(self, scores, epsilon, iterations, process_group, codes_from_row=0):
-            calls.append(scores.shape)
-            return super().sinkhorn(scores, epsilon, iterations, process_group, codes_from_row)
+        def assignment_codes(self, rows, epsilon, iterations, process_group):
+            calls.append((rows.groups, rows.batch, rows.prototype_count))
+            return super().assignment_codes(rows, epsilon, iterations, process_group)
 
     class Nowhere(Backend):
         def unavailable_reason(self, device, dtype):
@@ -165,25 +167,18 @@ def test_registered_backend_is_used_and_explicit_unavailable_backend_raises():
             swav_loss(x, nmb_crops=4, backend="nowhere")
         assert swav_kernels.backend_status("cpu")["nowhere"] == "needs hardware this machine lacks"
     finally:
-        from swav_kernels import registry
-
         for name in ("counting", "nowhere"):
-            registry._LOADERS.pop(name, None)
-            registry._INSTANCES.pop(name, None)
+            unregister_backend(name)
 
 
 def test_loader_failure_is_reported_not_raised_at_import():
-    from swav_kernels import registry
-
     register_backend("broken", "swav_kernels_no_such_module:Backend", auto_rank=0)
     try:
         assert "ModuleNotFoundError" in swav_kernels.backend_status("cpu")["broken"]
         with pytest.raises(RuntimeError, match="ModuleNotFoundError"):
             swav_loss(torch.randn(4, 3), nmb_crops=2, backend="broken")
     finally:
-        registry._LOADERS.pop("broken", None)
-        registry._AUTO_RANK.pop("broken", None)
-        registry._LOAD_ERRORS.pop("broken", None)
+        unregister_backend("broken")
 
 
 def test_non_contiguous_inputs():

@@ -91,6 +91,9 @@ def test_quick_run_json_holds_every_sample(quick_run):
         if r["peer"].endswith("-scores") and r["op"] != "loss":  # the scores path measures the loss only
             assert r["status"] == "unsupported", r
             continue
+        if r["status"] == "unsupported":  # kernel backends time scoring + lse forward only
+            assert r["op"] == "scores-lse" and r["pass"] == "fwd+bwd", r
+            continue
         assert r["status"] == "ok", r
         assert r["n_samples"] == len(r["samples_ms"]) >= 3
         assert r["median_ms"] == pytest.approx(statistics.median(r["samples_ms"]))
@@ -121,7 +124,7 @@ def test_quick_run_draws_valid_pngs(quick_run):
 @pytest.fixture
 def registry_copy(monkeypatch):
     """The backend registry's tables, restored after the test (backends added here vanish)."""
-    for table in ("_LOADERS", "_INSTANCES", "_LOAD_ERRORS"):
+    for table in ("_LOADERS", "_INSTANCES", "_LOAD_ERRORS", "_RESOLVED"):
         monkeypatch.setattr(registry, table, dict(getattr(registry, table)))
     return registry._LOADERS
 
@@ -131,7 +134,7 @@ class BrokenBackend(Backend):
 
     name = "broken"
 
-    def sinkhorn(self, *args, **kwargs):
+    def assignment_codes(self, *args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 16.00 GiB")
 
     def loss_from_embeddings(self, *args, **kwargs):
@@ -177,9 +180,10 @@ def test_kernel_backends_are_discovered_from_the_registry(tmp_path, registry_cop
     assert data["backends"]["bfloat16"]["oracle"] is None
     assert data["backends"]["float32"]["absent"] == "needs a GPU"
     assert "backend absent not run for float32: needs a GPU" in text
-    oracle = [r for r in data["results"] if r["peer"] == "oracle"]
+    oracle = [r for r in data["results"] if r["peer"] == "oracle" and r["status"] == "ok"]
     assert {(r["dtype"], r["op"], r["pass"]) for r in oracle} == {
-        (d, o, p) for d in ("float32", "bfloat16") for o in ("loss", "scores-lse") for p in ("fwd", "fwd+bwd")}
+        (d, o, p) for d in ("float32", "bfloat16") for o, p in (("loss", "fwd"), ("loss", "fwd+bwd"),
+                                                                ("scores-lse", "fwd"))}
     reference = {(r["dtype"], r["op"], r["pass"]): r for r in data["results"] if r["peer"] == "reference"}
     for r in oracle:
         assert r["status"] == "ok"

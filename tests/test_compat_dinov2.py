@@ -139,8 +139,8 @@ def test_nonfinite_inputs_give_nonfinite_codes_or_raise_when_checked(value):
 @pytest.mark.parametrize("n_iterations", [0, 3])
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 def test_nonfinite_inputs_like_dinov2(dinov2, one_rank, value, n_iterations):
-    """The same NaN / ±inf / finite codes as DINOv2's (a -inf logit is a zero weight: finite
-    codes in both)."""
+    """NaN codes where DINOv2's are NaN, ±inf or (a -inf logit is a zero weight) finite: the
+    project's policy for non-finite inputs."""
     x = logits(6, 30)
     x[2, 3] = value
     tolerance = logit_tolerance(logits(6, 30), 0.07)

@@ -89,8 +89,8 @@ def test_losses_without_sinkhorn_iterations_on_a_kernel_backend(run):
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 def test_nonfinite_scores_on_a_kernel_backend_as_on_the_reference(value):
-    """The kernel backends' glue lets a non-finite score through as the reference does (NaN
-    and +inf: a non-finite loss and codes; -inf: a zero weight)."""
+    """A non-finite score gives NaN through the kernel backends' glue as on the reference
+    (DESIGN.md §3), -inf included."""
     def results(backend):
         p = problem()
         scores = p.scores.clone()
@@ -106,9 +106,4 @@ def test_nonfinite_scores_on_a_kernel_backend_as_on_the_reference(value):
         ])
 
     got, expected = results("oracle"), results("reference")
-    assert torch.equal(torch.isnan(got), torch.isnan(expected)) and torch.equal(torch.isinf(got), torch.isinf(expected))
-    finite = torch.isfinite(expected)
-    if value == float("-inf"):
-        assert rel_err(got[finite], expected[finite]) <= 1e-5
-    else:
-        assert not finite.any()
+    assert torch.isnan(got).all() and torch.isnan(expected).all(), (got, expected)

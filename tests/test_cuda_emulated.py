@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from cuda_emulation import build as emulation
-from kernel_oracle import OracleKernels
+from legacy_kernel_oracle import OracleKernels
 from problems import logit_tolerance, make_problem, rel_err
 from swav_kernels import reference as R, register_backend, swav_loss
 from swav_kernels.kernel_checks import KERNEL_DTYPES
 from swav_kernels.cuda.kernels import CudaKernels
-from swav_kernels.kernel_backend import KernelBackend
+from swav_kernels.cuda.legacy_backend import LegacyKernelBackend as KernelBackend
 
 # Skipped, with the reason, where the emulation cannot be built; where SWAV_KERNELS_REQUIRE_EMULATION=1
 # (CI) the tests run anyway and fail on that reason.

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from kernel_oracle import OracleKernels
+from legacy_kernel_oracle import OracleKernels
 from problems import logit_tolerance, rel_err
 
 pytestmark = pytest.mark.gpu

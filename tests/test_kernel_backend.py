@@ -67,17 +67,22 @@ def test_forward_without_grad_skips_the_attention_output():
 
 
 def test_custom_ops_pass_opcheck():
-    backend = ORACLE
-    p = make_problem(n_crops=3, batch=2, prototypes=7, dim=4)
+    ops = ORACLE.ops
+    p = make_problem(n_crops=3, batch=2, prototypes=7, dim=4, queue=3)
     codes = torch.softmax(torch.randn(2, 2, 7), dim=-1)
     z = p.embeddings.clone().requires_grad_()
     c = p.prototypes.clone().requires_grad_()
-    torch.library.opcheck(backend.ops.embeddings_loss, (z, c, codes, [0, 1], 10.0, True))
+    torch.library.opcheck(ops.embeddings_loss, (z, c, codes, codes.sum(dim=2), codes @ p.prototypes, [0, 1], 10.0,
+                                                True))
     s = p.scores.clone().requires_grad_()
-    torch.library.opcheck(backend.ops.scores_loss, (s, codes, [0, 1], 10.0))
-    x = torch.randn(2, 5, 7)
-    torch.library.opcheck(backend.ops.sinkhorn_column_init, (x, 20.0))
-    torch.library.opcheck(backend.ops.sinkhorn_row_step, (x, 20.0, torch.zeros(2, 7), 1.6, True, True, 3))
+    torch.library.opcheck(ops.scores_loss, (s, codes, [0, 1], 10.0))
+    for main, queue, prototypes in ((p.embeddings, p.queue, p.prototypes), (p.scores, p.queue_scores, None)):
+        rows = (main, queue, prototypes, [2, 0], 2)
+        torch.library.opcheck(ops.sinkhorn, (*rows, 0.05, 3))
+        torch.library.opcheck(ops.sinkhorn_column_step, (*rows, 20.0, torch.randn(2, 5)))
+        stats = (torch.randn(1, 2, 7), torch.rand(1, 2, 7) + 0.5)
+        torch.library.opcheck(ops.sinkhorn_row_step, (*rows, 20.0, *stats))
+        torch.library.opcheck(ops.sinkhorn_codes, (*rows, 20.0, *stats, True))
 
 
 def _rank_sinkhorn(rank, world_size, iterations):
@@ -98,6 +103,7 @@ def test_compiled_training_step_has_no_graph_breaks():
     from swav_kernels import registry
 
     registry._INSTANCES.pop("oracle", None)  # the first resolution happens inside the trace
+    registry._RESOLVED.clear()
     p = make_problem(n_crops=4, batch=3, prototypes=13, dim=6)
     prototypes = torch.nn.Linear(6, 13, bias=False)
     prototypes.weight.data.copy_(p.prototypes)

@@ -17,7 +17,8 @@ from swav_kernels import sinkhorn, swav_loss  # noqa: E402
 from transcription import codes_f64, swav_loss_f64  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-HALF_DTYPES = [torch.float16] + ([torch.bfloat16] if DEVICE == "cuda" else [])
+# tl.dot on bf16 is wrong in the interpreter: bf16 runs on a GPU only, reported as skipped elsewhere
+HALF_DTYPES = [torch.float16, pytest.param(torch.bfloat16, marks=pytest.mark.gpu, id="bfloat16")]
 TAU, EPS = 0.1, 0.05
 
 
@@ -139,23 +140,32 @@ def test_fused_path_never_allocates_a_crops_by_prototypes_tensor():
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEVICE == "cuda" else [])
         with profile(activities=activities, profile_memory=True) as prof:
             run(problem, backend, torch.float32)
-        usage = [max(e.cpu_memory_usage, getattr(e, "device_memory_usage", 0)) for e in prof.events()]
+        # leaf ops only: an op's figure includes what the ops it calls allocate
+        usage = [max(e.cpu_memory_usage, getattr(e, "device_memory_usage", 0)) for e in prof.events()
+                 if not e.cpu_children]
         return max(usage)
 
     assert largest_allocation("reference") >= full_logits  # the measurement sees the logits when they exist
     assert largest_allocation("triton") <= 2 * 16 * 512 * 4
 
 
-def test_compiled_training_step_has_no_graph_breaks():
-    problem = make_problem(n_crops=4, batch=3, prototypes=13, dim=6)
+@pytest.mark.parametrize("path", ["embeddings", "scores"])
+def test_compiled_training_step_has_no_graph_breaks(path):
+    # inductor, as users compile; fullgraph=True fails on any graph break
+    problem = make_problem(n_crops=4, batch=3, prototypes=13, dim=6, queue=4)
     head = torch.nn.Linear(6, 6).to(DEVICE)
     prototypes = torch.nn.Linear(6, 13, bias=False).to(DEVICE)
+    queue = problem.queue.to(DEVICE)
 
     def forward(x):
         z = F.normalize(head(x), dim=1)
-        return swav_loss(z, prototypes.weight, nmb_crops=4, backend="triton", temperature=TAU, epsilon=EPS)
+        if path == "embeddings":
+            return swav_loss(z, prototypes.weight, nmb_crops=4, queue=queue, backend="triton", temperature=TAU,
+                             epsilon=EPS)
+        return swav_loss(prototypes(z), nmb_crops=4, queue_scores=prototypes(queue), backend="triton",
+                         temperature=TAU, epsilon=EPS)
 
-    compiled = torch.compile(forward, fullgraph=True, backend="aot_eager" if DEVICE == "cpu" else "inductor")
+    compiled = torch.compile(forward, fullgraph=True, backend="inductor")
     x = problem.embeddings.to(DEVICE)
     loss = compiled(x)
     loss.backward()

@@ -46,14 +46,14 @@ LOSS_CASES = {
     "iterations negative": (dict(inputs=S, nmb_crops=2, sinkhorn_iterations=-1), ValueError,
                             "sinkhorn_iterations must be >= 0"),
     "iterations float": (dict(inputs=S, nmb_crops=2, sinkhorn_iterations=3.0), TypeError, "sinkhorn_iterations"),
-    "nan scores": (dict(inputs=nonfinite(float("nan")), nmb_crops=2), ValueError, "inputs contains NaN"),
-    "inf scores": (dict(inputs=nonfinite(float("inf")), nmb_crops=2), ValueError, "inputs contains NaN or infinite"),
+    "nan scores": (dict(inputs=nonfinite(float("nan")), nmb_crops=2, check_finite_inputs=True), ValueError, "inputs contains NaN"),
+    "inf scores": (dict(inputs=nonfinite(float("inf")), nmb_crops=2, check_finite_inputs=True), ValueError, "inputs contains NaN or infinite"),
     "prototypes wrong D": (dict(inputs=Z, prototypes=C[:, :3], nmb_crops=2), ValueError,
                            r"prototypes must have shape \(K >= 1, D=4\)"),
     "prototypes 3-D": (dict(inputs=Z, prototypes=C[None], nmb_crops=2), ValueError, "prototypes must be 2-D"),
     "prototypes dtype": (dict(inputs=Z, prototypes=C.double(), nmb_crops=2), TypeError, "prototypes has dtype"),
     "prototypes device": (dict(inputs=Z, prototypes=C.to("meta"), nmb_crops=2), ValueError, "prototypes is on meta"),
-    "prototypes nan": (dict(inputs=Z, prototypes=C * float("nan"), nmb_crops=2), ValueError,
+    "prototypes nan": (dict(inputs=Z, prototypes=C * float("nan"), nmb_crops=2, check_finite_inputs=True), ValueError,
                        "prototypes contains NaN"),
     "queue without prototypes": (dict(inputs=S, nmb_crops=2, queue=torch.zeros(2, 3, 6)), ValueError,
                                  "queue holds embeddings and needs prototypes"),
@@ -61,7 +61,8 @@ LOSS_CASES = {
                           r"queue must have shape \(len\(crops_for_assign\)=2, L, D=4\)"),
     "queue wrong crops": (dict(inputs=Z, prototypes=C, nmb_crops=2, queue=torch.zeros(1, 3, 4)), ValueError,
                           "queue must have shape"),
-    "queue nan": (dict(inputs=Z, prototypes=C, nmb_crops=2, queue=torch.full((2, 3, 4), float("nan"))), ValueError,
+    "queue nan": (dict(inputs=Z, prototypes=C, nmb_crops=2, queue=torch.full((2, 3, 4), float("nan")),
+                       check_finite_inputs=True), ValueError,
                   "queue contains NaN"),
     "queue_scores wrong K": (dict(inputs=S, nmb_crops=2, queue_scores=torch.zeros(2, 3, 5)), ValueError,
                              r"queue_scores must have shape \(len\(crops_for_assign\)=2, L, K=6\)"),
@@ -84,7 +85,7 @@ SINKHORN_CASES = {
     "no columns": (dict(scores=S[:, :0]), ValueError, "at least one row and one column"),
     "epsilon": (dict(scores=S, epsilon=-1.0), ValueError, "epsilon must be"),
     "iterations": (dict(scores=S, iterations=-2), ValueError, "iterations must be >= 0"),
-    "nan": (dict(scores=nonfinite(float("nan"))), ValueError, "scores contains NaN"),
+    "nan": (dict(scores=nonfinite(float("nan")), check_finite_inputs=True), ValueError, "scores contains NaN"),
     "process group not initialised": (dict(scores=S, process_group=object()), ValueError,
                                       "torch.distributed is not initialized"),
 }
@@ -104,8 +105,3 @@ def test_module_rejects_bad_hyper_parameters():
         SwAVLoss(temperature=0)
     with pytest.raises(ValueError, match="queue_length must be >= 0"):
         SwAVLoss(queue_length=-5)
-
-
-def test_finite_check_can_be_skipped():
-    loss = swav_loss(nonfinite(float("nan")), nmb_crops=2, backend="reference", check_finite_inputs=False)
-    assert torch.isnan(loss)

@@ -24,6 +24,7 @@ from typing import Callable
 
 import torch
 
+from ..kernels import Codes
 from ..loss import sinkhorn, swav_loss
 from ..reference import accumulation_dtype
 from ..registry import backend_status, resolve_backend
@@ -184,8 +185,10 @@ class CompiledPlainPeer(Peer):
 
 
 class KernelPeer(Peer):
-    """A registered kernel backend, through the public API; ``scores-lse`` calls its kernels
-    (``scores_logsumexp`` and ``softmax_prototype_grad`` of swav_kernels.kernels) directly."""
+    """A registered kernel backend, through the public API; ``scores-lse`` (forward only) calls its
+    loss kernel (``embeddings_loss`` of swav_kernels.kernels) directly with codes of zero and no
+    attention output: scoring + log-sum-exp alone. (The kernel contract has no standalone
+    log-sum-exp backward: its backward is the loss's, which the ``loss`` op times.)"""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -198,21 +201,15 @@ class KernelPeer(Peer):
             return {"fwd": lambda: (api_sinkhorn(problem, problem.sinkhorn_scores, backend=self.name),)}
         z, c = problem.embeddings.detach(), problem.prototypes.detach()
         kernels = getattr(resolve_backend(self.name, z.device, z.dtype), "kernels", None)
-        if kernels is None:
-            raise Unsupported(f"backend {self.name!r} exposes no kernels.scores_logsumexp")
+        if kernels is None or not hasattr(kernels, "embeddings_loss"):
+            raise Unsupported(f"backend {self.name!r} exposes no kernels.embeddings_loss")
+        crops = tuple(problem.shape.crops_for_assign)
+        batch = problem.shape.batch
+        f32 = dict(device=z.device, dtype=torch.float32)
+        codes = Codes(torch.zeros((len(crops), batch, c.shape[0]), **f32), torch.zeros((len(crops), batch), **f32),
+                      torch.zeros((len(crops), batch, z.shape[1]), **f32))
         inv_tau = 1.0 / problem.temperature
-
-        def forward():
-            return (kernels.scores_logsumexp(z, c, inv_tau, True)[0],)
-
-        def forward_backward():
-            # d Σ lse / dZ = out / τ;  d Σ lse / dC = Σ_m softmax(z_m Cᵀ/τ)ᵀ z_m / τ
-            lse, out = kernels.scores_logsumexp(z, c, inv_tau, True)
-            ones = torch.ones_like(lse)
-            grad_c = kernels.softmax_prototype_grad(z, c, lse, ones, inv_tau)
-            return (out.mul_(inv_tau).to(z.dtype), grad_c.mul_(inv_tau).to(c.dtype))
-
-        return {"fwd": forward, "fwd+bwd": forward_backward}
+        return {"fwd": lambda: (kernels.embeddings_loss(z, c, codes, crops, inv_tau, False)[1],)}
 
 
 class ScoresPathPeer(Peer):

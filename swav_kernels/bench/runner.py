@@ -191,6 +191,9 @@ def run_case(case: Case, settings: Settings) -> list[dict]:
             _release(settings.device, collect=True)
             continue
         for pass_, record in pass_records.items():
+            if pass_ not in functions:
+                record.update(status="unsupported", reason=f"{name} has no separate {pass_} for {case.op}")
+                continue
             outputs = _measure(functions[pass_], record, reference_outputs.get(pass_), settings)
             if name == "reference" and outputs is not None:
                 reference_outputs[pass_] = outputs

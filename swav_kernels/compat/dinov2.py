@@ -72,16 +72,14 @@ def ibot_sinkhorn_knopp_teacher(
     ranks, times the sum over ranks of ``n_masked_patches_tensor``, as in DINOv2.
     ``check_finite_inputs``: raise ValueError if ``teacher_output`` or
     ``n_masked_patches_tensor`` holds NaN or ±inf (one host sync); by default the codes are
-    then non-finite, as in DINOv2 (with iterations, a non-finite count makes this rank's
-    codes NaN; DINOv2 all-reduces it first)."""
+    then NaN (DINOv2's are NaN or ±inf, or finite for a -inf logit)."""
     if check_finite_inputs:  # one stack of flags, so the count joins the logits' device
         check_inputs_finite(True, {"teacher_output": teacher_output,
                                    "n_masked_patches_tensor": n_masked_patches_tensor.to(teacher_output.device)})
     group = default_process_group(process_group)
     codes = sinkhorn(teacher_output.float(), epsilon=teacher_temp, iterations=n_iterations,
                      process_group=group, backend=backend, check_finite_inputs=False)
-    if n_iterations > 0 and n_masked_patches_tensor.is_floating_point():
-        # DINOv2 divides by the count and multiplies by it again: NaN for a NaN or ±inf count
+    if n_masked_patches_tensor.is_floating_point():  # a NaN or ±inf count gives NaN codes
         codes = codes + 0 * n_masked_patches_tensor.detach().to(codes.device, codes.dtype).sum()
     if n_iterations == 0:  # the sinkhorn scaled by the global row count; DINOv2 scales by Σ n_masked
         check_tensor("n_masked_patches_tensor", n_masked_patches_tensor.to(torch.float64), (0, 1))

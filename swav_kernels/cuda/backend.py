@@ -1,13 +1,13 @@
-"""``backend="cuda"``: the shared kernel backend (swav_kernels.kernel_backend) on the CUDA
-C++ kernels. Constructing it is cheap and never fails: without a GPU or without the
-compiled extension it reports why through ``unavailable_reason``."""
+"""``backend="cuda"``: the CUDA C++ kernels of csrc/ behind the backend interface. Constructing it
+is cheap and never fails: without a GPU or without the compiled extension it reports why through
+``unavailable_reason``."""
 from __future__ import annotations
 
-from ..kernel_backend import KernelBackend
 from .kernels import CudaKernels
+from .legacy_backend import LegacyKernelBackend
 
 
-class CudaBackend(KernelBackend):
+class CudaBackend(LegacyKernelBackend):
     def __init__(self) -> None:
         super().__init__(CudaKernels())
 

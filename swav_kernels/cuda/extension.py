@@ -1,7 +1,6 @@
 """Loading the compiled extension ``swav_kernels._C`` and saying why it is not there."""
 from __future__ import annotations
 
-import functools
 import importlib
 from pathlib import Path
 
@@ -17,12 +16,20 @@ def build_status() -> str:
     return _build_info.CUDA_EXTENSION_STATUS
 
 
-@functools.lru_cache(maxsize=None)
-def _import():
+def _load():
     try:
         return importlib.import_module("swav_kernels._C"), None
     except ImportError as error:
         return None, f"swav_kernels._C is not importable ({error}); build status: {build_status()}"
+
+
+# Imported once, with swav_kernels: looking it up later is a plain read, which torch.compile
+# traces (an import inside a traced region is a graph break).
+_MODULE, _REASON = _load()
+
+
+def _import():
+    return _MODULE, _REASON
 
 
 def extension():

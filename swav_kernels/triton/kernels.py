@@ -1,7 +1,9 @@
-"""``TritonKernels``: the kernel contract (swav_kernels.kernels) implemented with Triton.
+"""``TritonKernels``: the kernel contract (swav_kernels.kernels) on the Triton kernels of this folder.
 
-Checks every tensor before a launch (device, dtype, contiguity, shapes) so that bad input
-raises a TypeError/ValueError naming the argument instead of faulting inside a kernel.
+Every primitive checks its tensors with the shared checks of ``swav_kernels.kernel_checks``
+(device, dtype, contiguity, shapes) before any launch, so bad input raises a TypeError or
+ValueError naming the argument instead of faulting inside a kernel. Triton itself is imported
+only when a kernel first runs.
 """
 from __future__ import annotations
 
@@ -9,95 +11,107 @@ import importlib.util
 
 import torch
 
-from ..kernel_checks import KERNEL_DTYPES, check_input, check_shape
-from ..validation import check_same_dtype
-from .launch import interpreting
+from .. import kernel_checks as checks
+from ..kernel_checks import KERNEL_DTYPES
+from .launch import crops_fit, interpreting
+
+# Looked up once at import (without importing triton), never inside a torch.compile trace.
+_TRITON_MISSING = None if importlib.util.find_spec("triton") is not None else "triton is not installed"
+
 
 class TritonKernels:
     """Triton implementation of ``swav_kernels.kernels.Kernels``."""
 
     name = "triton"
 
-    @staticmethod
-    def _input(name: str, value, ndim: int, dtype: torch.dtype | None = None, like=None) -> torch.Tensor:
-        """A contiguous fp32/fp16/bf16 (or ``dtype``) tensor on the device the kernels run on."""
-        device_type = "cpu" if interpreting() else "cuda"
-        return check_input(name, value, ndim, dtype, like, device_type=device_type, kernels="Triton")
+    @property
+    def device_type(self) -> str:
+        return "cpu" if interpreting() else "cuda"
 
     def unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
-        if importlib.util.find_spec("triton") is None:
-            return "triton is not installed"
+        if _TRITON_MISSING is not None:
+            return _TRITON_MISSING
         if dtype not in KERNEL_DTYPES:
             return f"the Triton kernels take float32, float16 or bfloat16, not {dtype}"
-        if device.type == "cuda":
-            return None
-        if device.type == "cpu" and interpreting():
+        if device.type == "cuda" or (device.type == "cpu" and interpreting()):
             return None
         return f"Triton kernels run on CUDA tensors (or on CPU under TRITON_INTERPRET=1), not on {device.type}"
 
-    def sinkhorn_column_init(self, x, inv_eps):
-        from . import sinkhorn
+    def _rows(self, rows):
+        checks.check_sinkhorn_rows(rows, self.device_type, "Triton")
+        if not crops_fit(rows.crops):
+            raise ValueError(f"the Triton kernels take at most 7 assign crops with indices below 256, "
+                             f"got {list(rows.crops)}")
+        return rows
 
-        self._input("x", x, 3)
-        return sinkhorn.column_init(x, inv_eps)
+    # ---- family 2: Sinkhorn ------------------------------------------------------------------
 
-    def sinkhorn_row_step(self, x, inv_eps, col_potential, log_rows_total, normalize_rows, want_column_sums,
-                          codes_from_row):
-        from . import sinkhorn
+    def sinkhorn_column_step(self, rows, inv_eps, row_potential):
+        from .sinkhorn_column import column_step
 
-        self._input("x", x, 3)
-        self._input("col_potential", col_potential, 2, torch.float32, like=x)
-        check_shape("col_potential", col_potential, (x.shape[0], x.shape[2]))
-        if not -1 <= codes_from_row < x.shape[1]:
-            raise ValueError(f"codes_from_row must be -1 or a row index below {x.shape[1]}, got {codes_from_row}")
-        return sinkhorn.row_step(x, inv_eps, col_potential, log_rows_total, normalize_rows, want_column_sums,
-                                 codes_from_row)
+        self._rows(rows)
+        checks.check_row_potential(row_potential, rows)
+        return column_step(rows, checks.check_finite_float("inv_eps", inv_eps, positive=True), row_potential)
 
-    def scores_logsumexp(self, z, c, inv_tau, with_output):
-        from . import scoring
+    def sinkhorn_row_step(self, rows, inv_eps, columns):
+        from .sinkhorn_row import row_step
 
-        self._input("z", z, 2)
-        self._input("c", c, 2, like=z)
-        check_same_dtype("c", c, "z", z)
-        if c.shape[1] != z.shape[1]:
-            raise ValueError(f"c must have shape (K, D={z.shape[1]}), got {tuple(c.shape)}")
-        return scoring.scores_logsumexp(z, c, inv_tau, with_output)
+        self._rows(rows)
+        checks.check_column_stats(columns, rows)
+        return row_step(rows, checks.check_finite_float("inv_eps", inv_eps, positive=True), columns)
 
-    def softmax_prototype_grad(self, z, c, lse, row_weight, inv_tau):
-        from . import scoring
+    def sinkhorn_codes(self, rows, inv_eps, columns, normalize_rows):
+        from .sinkhorn_codes import codes
 
-        self._input("z", z, 2)
-        self._input("c", c, 2, like=z)
-        check_same_dtype("c", c, "z", z)
-        self._input("lse", lse, 1, torch.float32, like=z)
-        self._input("row_weight", row_weight, 1, torch.float32, like=z)
-        check_shape("lse", lse, (z.shape[0],))
-        check_shape("row_weight", row_weight, (z.shape[0],))
-        return scoring.softmax_prototype_grad(z, c, lse, row_weight, inv_tau)
+        self._rows(rows)
+        checks.check_column_stats(columns, rows)
+        return codes(rows, checks.check_finite_float("inv_eps", inv_eps, positive=True), columns,
+                     bool(normalize_rows))
 
-    def _check_scores_codes(self, s, codes, crops_for_assign):
-        self._input("s", s, 2)
-        self._input("codes", codes, 3, torch.float32, like=s)
-        batch = codes.shape[1]
-        if batch == 0 or s.shape[0] % batch or codes.shape[2] != s.shape[1]:
-            raise ValueError(f"codes must have shape (|A|, B, K={s.shape[1]}) with B dividing the "
-                             f"{s.shape[0]} rows of s, got {tuple(codes.shape)}")
-        if len(crops_for_assign) != codes.shape[0]:
-            raise ValueError(f"crops_for_assign names {len(crops_for_assign)} crops but codes has {codes.shape[0]}")
+    # ---- families 1 and 3: the loss ------------------------------------------------------------
 
-    def scores_cross_entropy_forward(self, s, codes, crops_for_assign, inv_tau):
-        from . import cross_entropy
+    def _loss_crops(self, crops):
+        if not crops_fit(crops):
+            raise ValueError(f"the Triton kernels take at most 7 assign crops with indices below 256, got {crops}")
+        return crops
 
-        self._check_scores_codes(s, codes, crops_for_assign)
-        return cross_entropy.cross_entropy_forward(s, codes, crops_for_assign, inv_tau)
+    def embeddings_loss(self, z, c, codes, crops, inv_tau, with_output):
+        from .embeddings_loss import embeddings_loss
 
-    def scores_cross_entropy_backward(self, s, codes, lse, row_weight, crops_for_assign, inv_tau, scale):
-        from . import cross_entropy
+        z, c = checks.check_embeddings_and_prototypes(z, c, self.device_type, "Triton")
+        crops = self._loss_crops(checks.check_codes_bundle(codes, z, c.shape[0], crops))
+        return embeddings_loss(z, c, codes, crops, checks.check_finite_float("inv_tau", inv_tau, positive=True),
+                               bool(with_output))
 
-        self._check_scores_codes(s, codes, crops_for_assign)
-        for name, tensor in (("lse", lse), ("row_weight", row_weight)):
-            self._input(name, tensor, 1, torch.float32, like=s)
-            check_shape(name, tensor, (s.shape[0],))
-        if scale.numel() != 1 or scale.dtype != torch.float32 or scale.device != s.device:
-            raise ValueError(f"scale must be a one-element float32 tensor on {s.device}")
-        return cross_entropy.cross_entropy_backward(s, codes, lse, row_weight, crops_for_assign, inv_tau, scale)
+    def embeddings_loss_backward(self, grad, z, c, codes, crops, inv_tau, lse, out):
+        from .embeddings_grad import embeddings_loss_backward
+
+        z, c = checks.check_embeddings_and_prototypes(z, c, self.device_type, "Triton")
+        crops = self._loss_crops(checks.check_codes_bundle(codes, z, c.shape[0], crops))
+        checks.check_grad_scalar(grad, z)
+        checks.check_loss_vector("lse", lse, z.shape[0], z)
+        checks.check_input("out", out, 2, torch.float32, like=z, device_type=self.device_type)
+        checks.check_shape("out", out, tuple(z.shape))
+        return embeddings_loss_backward(grad.reshape(()), z, c, codes, crops,
+                                        checks.check_finite_float("inv_tau", inv_tau, positive=True), lse, out)
+
+    def _scores(self, s, codes, crops):
+        s = checks.check_input("s", s, 2, device_type=self.device_type, kernels="Triton")
+        checks._nonempty("s", s)
+        return s, self._loss_crops(checks.check_codes("codes", codes, s.shape[0], s.shape[1], crops, s))
+
+    def scores_loss(self, s, codes, crops, inv_tau):
+        from .scores_loss import scores_loss
+
+        s, crops = self._scores(s, codes, crops)
+        return scores_loss(s, codes, crops, checks.check_finite_float("inv_tau", inv_tau, positive=True))
+
+    def scores_loss_backward(self, grad, s, codes, crops, inv_tau, lse, weight):
+        from .scores_loss import scores_loss_backward
+
+        s, crops = self._scores(s, codes, crops)
+        checks.check_grad_scalar(grad, s)
+        checks.check_loss_vector("lse", lse, s.shape[0], s)
+        checks.check_loss_vector("weight", weight, s.shape[0], s)
+        return scores_loss_backward(grad.reshape(()), s, codes, crops,
+                                    checks.check_finite_float("inv_tau", inv_tau, positive=True), lse, weight)

@@ -1,0 +1,166 @@
+"""Loss forward from embeddings (``Kernels.embeddings_loss``): scoring + temperature softmax,
+never storing the (M, K) scores.
+
+Per block of rows: the online log-sum-exp of ``z·Cᵀ/τ`` over the prototypes and, when gradients
+are wanted, the attention output ``out = softmax · C`` (a flash-attention forward with Z as
+queries and C as keys and values); then each row's share of the loss,
+``(w·lse − Σ_{a: A[a]≠v} projected[a, b]·z/τ + Σ 0·z) / denom``, summed over the block. Where
+row blocks are too few to fill the device the prototypes are split into ranges
+(flash-decoding) and a merge kernel combines them; the host adds the block sums in order.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..kernels import Codes
+from .launch import LOG2E, dot_precision, pack_crops
+from .rows import DEVICE_LN2, predicted_projection, predicted_weight
+from .tiles import balanced_ranges, key_splits, matmul_tiles
+
+
+@triton.jit
+def _block_loss(z_ptr, rows, row_mask, lse, mass_ptr, projected_ptr, B, D, n_assign, crops_packed, inv_tau,
+                CHUNK: tl.constexpr):
+    """Σ over the block's rows of ``w·lse − (Σ_{a≠v} projected[a, b])·z/τ + Σ 0·z``. Reads z and the
+    projections again, CHUNK columns at a time, so that no (rows × D) tile stays live here."""
+    crop = rows // B
+    b = rows % B
+    weight = predicted_weight(mass_ptr, crops_packed, n_assign, crop, b, B, row_mask)
+    cross = tl.zeros(rows.shape, tl.float32)
+    poison = tl.zeros(rows.shape, tl.float32)
+    for d0 in range(0, D, CHUNK):
+        dims = d0 + tl.arange(0, CHUNK)
+        z = tl.load(z_ptr + rows[:, None].to(tl.int64) * D + dims[None, :],
+                    mask=row_mask[:, None] & (dims[None, :] < D), other=0.0).to(tl.float32)
+        projection = predicted_projection(projected_ptr, crops_packed, n_assign, crop, b, B, D, dims, row_mask)
+        cross += tl.sum(projection * z, axis=1)
+        poison += tl.sum(z * 0.0, axis=1)
+    terms = weight * lse - inv_tau * cross + poison
+    return tl.sum(tl.where(row_mask, terms, 0.0), axis=0)
+
+
+@triton.jit
+def _loss_forward_kernel(
+    z_ptr, c_ptr, M, K, D,
+    max_ptr, sum_ptr, acc_ptr,
+    lse_ptr, out_ptr, block_loss_ptr,
+    mass_ptr, projected_ptr, B, n_assign, crops_packed,
+    scale_log2, inv_tau, inv_denom, k_per_split,
+    WITH_OUTPUT: tl.constexpr, FINAL: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    split = tl.program_id(1)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < M
+    dims = tl.arange(0, BLOCK_D)
+    tile_mask = row_mask[:, None] & (dims[None, :] < D)
+    z = tl.load(z_ptr + rows[:, None].to(tl.int64) * D + dims[None, :], mask=tile_mask, other=0.0)
+    k_begin = split * k_per_split
+    k_end = tl.minimum(k_begin + k_per_split, K)
+    row_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    row_sum = tl.zeros((BLOCK_M,), tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
+    for k0 in range(k_begin, k_end, BLOCK_K):
+        cols = k0 + tl.arange(0, BLOCK_K)
+        c = tl.load(c_ptr + cols[:, None].to(tl.int64) * D + dims[None, :],
+                    mask=(cols[:, None] < k_end) & (dims[None, :] < D), other=0.0)
+        s = tl.dot(z, tl.trans(c), input_precision=PRECISION) * scale_log2  # base 2: z·c·log2(e)/τ
+        s = tl.where(cols[None, :] < k_end, s, float("-inf"))
+        new_max = tl.maximum(row_max, tl.max(s, axis=1))  # finite: every tile has a valid column
+        rescale = tl.exp2(row_max - new_max)
+        p = tl.exp2(s - new_max[:, None])
+        row_sum = row_sum * rescale + tl.sum(p, axis=1)
+        if WITH_OUTPUT:
+            acc = acc * rescale[:, None] + tl.dot(p.to(c.dtype), c, input_precision=PRECISION)
+        row_max = new_max
+    if FINAL:
+        lse = (row_max + tl.log2(row_sum)) * DEVICE_LN2
+        tl.store(lse_ptr + rows, lse, mask=row_mask)
+        if WITH_OUTPUT:
+            tl.store(out_ptr + rows[:, None].to(tl.int64) * D + dims[None, :], acc / row_sum[:, None], mask=tile_mask)
+        total = _block_loss(z_ptr, rows, row_mask, lse, mass_ptr, projected_ptr, B, D, n_assign, crops_packed,
+                            inv_tau, CHUNK=32)
+        tl.store(block_loss_ptr + pid_m, total * inv_denom)
+    else:
+        part = split * M + rows
+        tl.store(max_ptr + part, row_max, mask=row_mask)
+        tl.store(sum_ptr + part, row_sum, mask=row_mask)
+        if WITH_OUTPUT:
+            tl.store(acc_ptr + part[:, None].to(tl.int64) * D + dims[None, :], acc, mask=tile_mask)
+
+
+@triton.jit
+def _loss_merge_kernel(
+    z_ptr, M, D, max_ptr, sum_ptr, acc_ptr, splits,
+    lse_ptr, out_ptr, block_loss_ptr,
+    mass_ptr, projected_ptr, B, n_assign, crops_packed, inv_tau, inv_denom,
+    WITH_OUTPUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    # lse = log Σ_s 2^{max_s}·sum_s ; out = Σ_s 2^{max_s − max} acc_s / Σ_s 2^{max_s − max} sum_s
+    pid_m = tl.program_id(0)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < M
+    dims = tl.arange(0, BLOCK_D)
+    tile_mask = row_mask[:, None] & (dims[None, :] < D)
+    top = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    for s in range(splits):
+        top = tl.maximum(top, tl.load(max_ptr + s * M + rows, mask=row_mask, other=0.0))
+    total = tl.zeros((BLOCK_M,), tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
+    for s in range(splits):
+        weight = tl.exp2(tl.load(max_ptr + s * M + rows, mask=row_mask, other=0.0) - top)
+        total += weight * tl.load(sum_ptr + s * M + rows, mask=row_mask, other=0.0)
+        if WITH_OUTPUT:
+            part = (s * M + rows).to(tl.int64)
+            acc += weight[:, None] * tl.load(acc_ptr + part[:, None] * D + dims[None, :], mask=tile_mask, other=0.0)
+    lse = (top + tl.log2(total)) * DEVICE_LN2
+    tl.store(lse_ptr + rows, lse, mask=row_mask)
+    if WITH_OUTPUT:
+        tl.store(out_ptr + rows[:, None].to(tl.int64) * D + dims[None, :], acc / total[:, None], mask=tile_mask)
+    block_total = _block_loss(z_ptr, rows, row_mask, lse, mass_ptr, projected_ptr, B, D, n_assign, crops_packed,
+                              inv_tau, CHUNK=32)
+    tl.store(block_loss_ptr + pid_m, block_total * inv_denom)
+
+
+def embeddings_loss(z: torch.Tensor, c: torch.Tensor, codes: Codes, crops, inv_tau: float, with_output: bool,
+                    splits: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(loss, lse (M,), out (M, D) or (0, D))`` of ``z (M, D)``, ``c (K, D)`` and the codes'
+    mass and projection; ``splits`` forces the number of prototype ranges."""
+    rows, dim = z.shape
+    prototypes = c.shape[0]
+    n_assign, batch = codes.mass.shape
+    device = z.device
+    tiles = matmul_tiles("forward", dim, z.dtype, dot_precision(z.dtype), rows, device)
+    row_blocks = triton.cdiv(rows, tiles.block_rows)
+    if splits is None:
+        splits = key_splits(tiles, rows, prototypes, device)
+    k_per_split, splits = balanced_ranges(prototypes, tiles.block_k, splits)
+    f32 = dict(device=device, dtype=torch.float32)
+    lse = torch.empty(rows, **f32)
+    out = torch.empty((rows if with_output else 0, dim), **f32)
+    block_loss = torch.empty(row_blocks, **f32)
+    final = splits == 1
+    part_max = lse if final else torch.empty((splits, rows), **f32)
+    part_sum = lse if final else torch.empty((splits, rows), **f32)
+    part_acc = lse if final or not with_output else torch.empty((splits, rows, dim), **f32)
+    n_crops = rows // batch
+    inv_denom = 1.0 / (n_assign * (n_crops - 1) * batch)
+    packed = pack_crops(crops)
+    loss_arguments = (codes.mass, codes.projected, batch, n_assign, packed)
+    _loss_forward_kernel[(row_blocks, splits)](
+        z, c, rows, prototypes, dim, part_max, part_sum, part_acc, lse, out if with_output else lse, block_loss,
+        *loss_arguments, inv_tau * LOG2E, inv_tau, inv_denom, k_per_split,
+        WITH_OUTPUT=with_output, FINAL=final, PRECISION=dot_precision(z.dtype),
+        BLOCK_M=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
+        num_warps=tiles.warps, num_stages=tiles.stages,
+    )
+    if not final:
+        _loss_merge_kernel[(row_blocks,)](
+            z, rows, dim, part_max, part_sum, part_acc, splits, lse, out if with_output else lse, block_loss,
+            *loss_arguments, inv_tau, inv_denom,
+            WITH_OUTPUT=with_output, BLOCK_M=tiles.block_rows, BLOCK_D=tiles.block_d, num_warps=4,
+        )
+    return block_loss.sum(), lse, out

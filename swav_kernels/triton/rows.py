@@ -1,0 +1,105 @@
+"""Device helpers shared by the Triton kernels: where a Sinkhorn row lives, which assign crops a
+loss row predicts, and the column potential from column statistics (``swav_kernels.kernels``).
+
+A Sinkhorn row n of group g is queue row ``queue[g, n]`` for n < L, else batch row
+``main[crop_g·B + n − L]`` (``SinkhornRows``); no kernel ever copies the rows into one buffer.
+"""
+import triton
+import triton.language as tl
+
+DEVICE_LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)  # constants inside kernels
+DEVICE_LN2: tl.constexpr = tl.constexpr(0.6931471805599453)
+
+
+@triton.jit
+def unpack_crop(packed, index):
+    """Crop ``index`` of the packed crop list (8 bits each); packed < 0 is the identity."""
+    shifted = (packed >> (8 * tl.minimum(index, 7))) & 255
+    return tl.where(packed < 0, index, shifted)
+
+
+@triton.jit
+def row_pointers(main_ptr, queue_ptr, g, crop, n, cols, L, B, X):
+    """Pointers to elements ``cols`` of Sinkhorn rows ``n`` (a vector) of group g, each row X wide."""
+    queue_row = (g * L + n).to(tl.int64) * X
+    main_row = (crop * B + n - L).to(tl.int64) * X
+    return tl.where((n < L)[:, None], queue_ptr + queue_row[:, None] + cols[None, :],
+                    main_ptr + main_row[:, None] + cols[None, :])
+
+
+@triton.jit
+def column_potential_log2(max_ptr, sum_ptr, g, cols, col_mask, S, G, K, log2_prototypes):
+    """``a[g, cols]·log2(e)`` with ``a = −log K − LSE_s(max_s + log sumexp_s)`` over the S
+    partials of ``ColumnStats`` (natural log, layout (S, G, K))."""
+    top = tl.full(cols.shape, float("-inf"), tl.float32)
+    for s in range(S):
+        top = tl.maximum(top, tl.load(max_ptr + (s * G + g) * K + cols, mask=col_mask, other=float("-inf")))
+    total = tl.zeros(cols.shape, tl.float32)
+    for s in range(S):
+        part_max = tl.load(max_ptr + (s * G + g) * K + cols, mask=col_mask, other=0.0)
+        part_sum = tl.load(sum_ptr + (s * G + g) * K + cols, mask=col_mask, other=0.0)
+        total += part_sum * tl.exp2((part_max - top) * DEVICE_LOG2E)
+    return -log2_prototypes - (top * DEVICE_LOG2E + tl.log2(total))
+
+
+@triton.jit
+def predicted_weight(mass_ptr, crops_packed, n_assign, crop, b, B, row_mask):
+    """``w = Σ_{a: A[a] ≠ crop} mass[a, b]`` for loss rows (crop, b): the code mass they predict."""
+    weight = tl.zeros(b.shape, tl.float32)
+    for a in range(n_assign):
+        keep = row_mask & (unpack_crop(crops_packed, a) != crop)
+        weight += tl.load(mass_ptr + a * B + b, mask=keep, other=0.0)
+    return weight
+
+
+@triton.jit
+def predicted_codes(codes_ptr, crops_packed, n_assign, crop, b, B, K, cols, col_mask, row_mask):
+    """``Σ_{a: A[a] ≠ crop} codes[a, b, cols]`` for loss rows (crop, b), a (rows, cols) tile."""
+    total = tl.zeros((b.shape[0], cols.shape[0]), tl.float32)
+    for a in range(n_assign):
+        keep = row_mask & (unpack_crop(crops_packed, a) != crop)
+        offsets = ((a * B + b).to(tl.int64) * K)[:, None] + cols[None, :]
+        total += tl.load(codes_ptr + offsets, mask=keep[:, None] & col_mask[None, :], other=0.0)
+    return total
+
+
+@triton.jit
+def predicted_projection(projected_ptr, crops_packed, n_assign, crop, b, B, D, dims, row_mask):
+    """``Σ_{a: A[a] ≠ crop} projected[a, b, :]`` for loss rows (crop, b), a (rows, BLOCK_D) tile."""
+    total = tl.zeros((b.shape[0], dims.shape[0]), tl.float32)
+    for a in range(n_assign):
+        keep = row_mask & (unpack_crop(crops_packed, a) != crop)
+        offsets = ((a * B + b).to(tl.int64) * D)[:, None] + dims[None, :]
+        total += tl.load(projected_ptr + offsets, mask=keep[:, None] & (dims < D)[None, :], other=0.0)
+    return total
+
+
+class RowLayout:
+    """Host side of the same layout: the launch arguments shared by the three Sinkhorn kernels."""
+
+    def __init__(self, rows, kernel: str):
+        """``kernel``: "column", "row" or "codes" (which covers the batch rows only)."""
+        from .launch import dot_precision, pack_crops
+        from .tiles import sinkhorn_tiles
+
+        self.rows = rows
+        self.main = rows.main
+        self.queue = rows.queue if rows.queue is not None else rows.main  # never read when L = 0
+        self.recompute = rows.prototypes is not None
+        self.prototypes = rows.prototypes if self.recompute else rows.main  # never read when not recomputing
+        self.groups = rows.groups
+        self.queue_rows = rows.queue_rows
+        self.batch = rows.batch
+        self.n = rows.rows
+        self.k = rows.prototype_count
+        self.d = rows.main.shape[1] if self.recompute else 1
+        self.packed = pack_crops(rows.crops)
+        self.precision = dot_precision(rows.main.dtype)
+        active_rows = self.groups * (self.batch if kernel == "codes" else self.n)
+        self.tiles = sinkhorn_tiles(kernel, self.recompute, self.d, rows.main.dtype, self.precision, active_rows,
+                                    self.k, rows.main.device)
+
+    def arguments(self):
+        """(main, queue, prototypes pointers; N, L, B, K, D, packed crops) in kernel order."""
+        return (self.main, self.queue, self.prototypes, self.n, self.queue_rows, self.batch, self.k, self.d,
+                self.packed)

@@ -1,0 +1,111 @@
+"""Loss from given scores ``s (M, K)`` (``Kernels.scores_loss`` and its backward): the multi-crop
+swapped-prediction cross-entropy.
+
+Forward, one program per block of rows: each row's log-sum-exp of s/τ (computed once and shared
+by every pair (i, v) with i ≠ v), the code mass it predicts w and the cross term
+``Σ_k s·Σ_{a: A[a]≠v} q_a[b, k]``, folded into the row's share of the loss (divided by denom, plus
+``Σ 0·s + Σ 0·q``); the host adds the shares in order. Backward, one program per (block of rows,
+block of prototypes): ``∂s = coef · (w·softmax(s/τ) − Σ_{a: A[a]≠v} q_a[b])``.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .launch import LOG2E, next_power_of_2, pack_crops
+from .rows import DEVICE_LN2, DEVICE_LOG2E, predicted_codes
+
+BLOCK_ROWS = 4
+
+
+def _block_k(prototypes: int) -> int:
+    return min(256, max(16, next_power_of_2(prototypes)))
+
+
+@triton.jit
+def _scores_loss_kernel(
+    s_ptr, codes_ptr, M, K, B, n_assign, crops_packed,
+    lse_ptr, weight_ptr, share_ptr, scale_log2, inv_tau, inv_denom,
+    BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_mask = rows < M
+    crop = rows // B
+    b = rows % B
+    row_max = tl.full((BLOCK_R,), float("-inf"), tl.float32)
+    row_sum = tl.zeros((BLOCK_R,), tl.float32)
+    cross = tl.zeros((BLOCK_R,), tl.float32)
+    weight = tl.zeros((BLOCK_R,), tl.float32)
+    poison = tl.zeros((BLOCK_R,), tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        cols = k0 + tl.arange(0, BLOCK_K)
+        col_mask = cols < K
+        mask = row_mask[:, None] & col_mask[None, :]
+        s = tl.load(s_ptr + rows[:, None].to(tl.int64) * K + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        t = tl.where(col_mask[None, :], s * scale_log2, float("-inf"))
+        new_max = tl.maximum(row_max, tl.max(t, axis=1))  # finite: every tile has a valid column
+        row_sum = row_sum * tl.exp2(row_max - new_max) + tl.sum(tl.exp2(t - new_max[:, None]), axis=1)
+        row_max = new_max
+        q = predicted_codes(codes_ptr, crops_packed, n_assign, crop, b, B, K, cols, col_mask, row_mask)
+        cross += tl.sum(s * q, axis=1)
+        weight += tl.sum(q, axis=1)
+        poison += tl.sum(s * 0.0 + q * 0.0, axis=1)
+    lse = (row_max + tl.log2(row_sum)) * DEVICE_LN2
+    tl.store(lse_ptr + rows, lse, mask=row_mask)
+    tl.store(weight_ptr + rows, weight, mask=row_mask)
+    tl.store(share_ptr + rows, (weight * lse - inv_tau * cross + poison) * inv_denom, mask=row_mask)
+
+
+@triton.jit
+def _scores_grad_kernel(
+    s_ptr, codes_ptr, M, K, B, n_assign, crops_packed,
+    lse_ptr, weight_ptr, grad_ptr, grad_s_ptr, scale_log2, coef_scale,
+    BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    row_mask = rows < M
+    col_mask = cols < K
+    mask = row_mask[:, None] & col_mask[None, :]
+    offsets = rows[:, None].to(tl.int64) * K + cols[None, :]
+    s = tl.load(s_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    lse = tl.load(lse_ptr + rows, mask=row_mask, other=0.0) * DEVICE_LOG2E
+    softmax = tl.exp2(s * scale_log2 - lse[:, None])
+    weight = tl.load(weight_ptr + rows, mask=row_mask, other=0.0)
+    q = predicted_codes(codes_ptr, crops_packed, n_assign, rows // B, rows % B, B, K, cols, col_mask, row_mask)
+    coef = tl.load(grad_ptr) * coef_scale
+    tl.store(grad_s_ptr + offsets, (coef * (weight[:, None] * softmax - q)).to(grad_s_ptr.dtype.element_ty),
+             mask=mask)
+
+
+def scores_loss(s: torch.Tensor, codes: torch.Tensor, crops, inv_tau: float
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(loss, lse (M,), weight (M,))`` of scores ``s (M, K)`` against ``codes (|A|, B, K)`` float32."""
+    rows, prototypes = s.shape
+    n_assign, batch = codes.shape[0], codes.shape[1]
+    f32 = dict(device=s.device, dtype=torch.float32)
+    lse = torch.empty(rows, **f32)
+    weight = torch.empty(rows, **f32)
+    share = torch.empty(rows, **f32)
+    inv_denom = 1.0 / (n_assign * (rows // batch - 1) * batch)
+    _scores_loss_kernel[(triton.cdiv(rows, BLOCK_ROWS),)](
+        s, codes, rows, prototypes, batch, n_assign, pack_crops(crops), lse, weight, share,
+        inv_tau * LOG2E, inv_tau, inv_denom, BLOCK_R=BLOCK_ROWS, BLOCK_K=_block_k(prototypes), num_warps=4,
+    )
+    return share.sum(), lse, weight
+
+
+def scores_loss_backward(grad: torch.Tensor, s: torch.Tensor, codes: torch.Tensor, crops, inv_tau: float,
+                         lse: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``∂s (M, K)`` in the dtype of ``s``; ``grad`` a 0-d float32 tensor."""
+    rows, prototypes = s.shape
+    n_assign, batch = codes.shape[0], codes.shape[1]
+    grad_s = torch.empty_like(s)
+    block_k = _block_k(prototypes)
+    coef_scale = inv_tau / (n_assign * (rows // batch - 1) * batch)
+    _scores_grad_kernel[(triton.cdiv(rows, BLOCK_ROWS), triton.cdiv(prototypes, block_k))](
+        s, codes, rows, prototypes, batch, n_assign, pack_crops(crops), lse, weight, grad, grad_s,
+        inv_tau * LOG2E, coef_scale, BLOCK_R=BLOCK_ROWS, BLOCK_K=block_k, num_warps=4,
+    )
+    return grad_s

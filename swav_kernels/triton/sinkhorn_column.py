@@ -1,0 +1,88 @@
+"""Sinkhorn column step (``Kernels.sinkhorn_column_step``): per prototype, the log-sum-exp over
+rows of ``t = x/ε + b[n]``, one program per (block of prototypes, group, row range).
+
+Scores are read (scores path) or recomputed as ``rows · c_kᵀ`` on tensor cores (fused path), the
+prototype tile staying resident while the rows stream past. Each row range writes one partial
+(max, Σ exp(t − max)); the next launch merges the S ranges while it loads the potential.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..kernels import ColumnStats, SinkhornRows
+from .launch import LOG2E
+from .rows import DEVICE_LN2, DEVICE_LOG2E, RowLayout, row_pointers, unpack_crop
+from .tiles import balanced_ranges, column_splits
+
+
+@triton.jit
+def _column_step_kernel(
+    main_ptr, queue_ptr, c_ptr, N, L, B, K, D, crops_packed,
+    b_ptr, max_ptr, sum_ptr,
+    scale_log2, rows_per_split,
+    HAS_ROW_POTENTIAL: tl.constexpr, RECOMPUTE: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    pid_k = tl.program_id(0)
+    g = tl.program_id(1)
+    split = tl.program_id(2)
+    groups = tl.num_programs(1)
+    crop = unpack_crop(crops_packed, g)
+    cols = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    col_mask = cols < K
+    dims = tl.arange(0, BLOCK_D)
+    if RECOMPUTE:
+        c = tl.load(c_ptr + cols[:, None].to(tl.int64) * D + dims[None, :],
+                    mask=col_mask[:, None] & (dims[None, :] < D), other=0.0)
+    n_begin = split * rows_per_split
+    n_end = tl.minimum(n_begin + rows_per_split, N)
+    col_max = tl.full((BLOCK_K,), float("-inf"), tl.float32)
+    col_sum = tl.zeros((BLOCK_K,), tl.float32)
+    poison = tl.zeros((BLOCK_K,), tl.float32)  # Σ 0·x: NaN when a score is not finite
+    for n0 in range(n_begin, n_end, BLOCK_N):
+        n = n0 + tl.arange(0, BLOCK_N)
+        row_mask = n < n_end
+        if RECOMPUTE:
+            rows = tl.load(row_pointers(main_ptr, queue_ptr, g, crop, n, dims, L, B, D),
+                           mask=row_mask[:, None] & (dims[None, :] < D), other=0.0)
+            x = tl.dot(rows, tl.trans(c), input_precision=PRECISION)
+        else:
+            x = tl.load(row_pointers(main_ptr, queue_ptr, g, crop, n, cols, L, B, K),
+                        mask=row_mask[:, None] & col_mask[None, :], other=0.0).to(tl.float32)
+        poison += tl.sum(x * 0.0, axis=0)
+        t = x * scale_log2  # base 2: t = x·log2(e)/ε (+ b·log2(e))
+        if HAS_ROW_POTENTIAL:
+            t += tl.load(b_ptr + g * N + n, mask=row_mask, other=0.0)[:, None] * DEVICE_LOG2E
+        t = tl.where(row_mask[:, None], t, float("-inf"))
+        new_max = tl.maximum(col_max, tl.max(t, axis=0))
+        safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
+        col_sum = col_sum * tl.exp2(col_max - safe_max) + tl.sum(tl.exp2(t - safe_max[None, :]), axis=0)
+        col_max = new_max
+    out = (split * groups + g) * K + cols
+    tl.store(max_ptr + out, col_max * DEVICE_LN2, mask=col_mask)
+    tl.store(sum_ptr + out, col_sum + poison, mask=col_mask)
+
+
+def column_step(rows: SinkhornRows, inv_eps: float, row_potential: torch.Tensor | None,
+                splits: int | None = None) -> ColumnStats:
+    """``ColumnStats`` (S, G, K) of ``rows`` with row potential ``(G, N)`` float32 or None;
+    ``splits`` forces S (default: a fixed rule that fills the device)."""
+    layout = RowLayout(rows, "column")
+    tiles = layout.tiles
+    if splits is None:
+        splits = column_splits(tiles, layout.groups, layout.n, layout.k, rows.main.device)
+    rows_per_split, splits = balanced_ranges(layout.n, tiles.block_rows, splits)
+    col_max = torch.empty((splits, layout.groups, layout.k), device=rows.main.device, dtype=torch.float32)
+    col_sum = torch.empty_like(col_max)
+    grid = (triton.cdiv(layout.k, tiles.block_k), layout.groups, splits)
+    _column_step_kernel[grid](
+        *layout.arguments(),
+        row_potential if row_potential is not None else col_max, col_max, col_sum,
+        inv_eps * LOG2E, rows_per_split,
+        HAS_ROW_POTENTIAL=row_potential is not None, RECOMPUTE=layout.recompute, PRECISION=layout.precision,
+        BLOCK_N=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
+        num_warps=tiles.warps, num_stages=tiles.stages,
+    )
+    return ColumnStats(col_max, col_sum)

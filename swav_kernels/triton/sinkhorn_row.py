@@ -1,0 +1,74 @@
+"""Sinkhorn row step (``Kernels.sinkhorn_row_step``): per row, ``b = −LSE_k(x/ε + a[k])``, one
+program per (block of rows, group).
+
+The column potential a is merged from the column step's partials tile by tile as the row is
+swept (no separate merge launch). Scores are read, or recomputed on tensor cores with the row
+tile resident while the prototypes stream past (a flash-attention forward without output).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from ..kernels import ColumnStats, SinkhornRows
+from .launch import LOG2E
+from .rows import DEVICE_LN2, RowLayout, column_potential_log2, row_pointers, unpack_crop
+
+
+@triton.jit
+def _row_step_kernel(
+    main_ptr, queue_ptr, c_ptr, N, L, B, K, D, crops_packed,
+    max_ptr, sum_ptr, S, b_ptr,
+    scale_log2, log2_prototypes,
+    RECOMPUTE: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    g = tl.program_id(1)
+    groups = tl.num_programs(1)
+    crop = unpack_crop(crops_packed, g)
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_mask = n < N
+    dims = tl.arange(0, BLOCK_D)
+    if RECOMPUTE:
+        rows = tl.load(row_pointers(main_ptr, queue_ptr, g, crop, n, dims, L, B, D),
+                       mask=row_mask[:, None] & (dims[None, :] < D), other=0.0)
+    row_max = tl.full((BLOCK_N,), float("-inf"), tl.float32)
+    row_sum = tl.zeros((BLOCK_N,), tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        cols = k0 + tl.arange(0, BLOCK_K)
+        col_mask = cols < K
+        if RECOMPUTE:
+            c = tl.load(c_ptr + cols[:, None].to(tl.int64) * D + dims[None, :],
+                        mask=col_mask[:, None] & (dims[None, :] < D), other=0.0)
+            x = tl.dot(rows, tl.trans(c), input_precision=PRECISION)
+        else:
+            x = tl.load(row_pointers(main_ptr, queue_ptr, g, crop, n, cols, L, B, K),
+                        mask=row_mask[:, None] & col_mask[None, :], other=0.0).to(tl.float32)
+        a = column_potential_log2(max_ptr, sum_ptr, g, cols, col_mask, S, groups, K, log2_prototypes)
+        t = tl.where(col_mask[None, :], x * scale_log2 + a[None, :], float("-inf"))
+        new_max = tl.maximum(row_max, tl.max(t, axis=1))
+        safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
+        row_sum = row_sum * tl.exp2(row_max - safe_max) + tl.sum(tl.exp2(t - safe_max[:, None]), axis=1)
+        row_max = new_max
+    tl.store(b_ptr + g * N + n, -(row_max + tl.log2(row_sum)) * DEVICE_LN2, mask=row_mask)
+
+
+def row_step(rows: SinkhornRows, inv_eps: float, columns: ColumnStats) -> torch.Tensor:
+    """Row potential ``b (G, N)`` float32 of ``rows`` given the column statistics."""
+    layout = RowLayout(rows, "row")
+    tiles = layout.tiles
+    potential = torch.empty((layout.groups, layout.n), device=rows.main.device, dtype=torch.float32)
+    grid = (triton.cdiv(layout.n, tiles.block_rows), layout.groups)
+    _row_step_kernel[grid](
+        *layout.arguments(),
+        columns.max, columns.sumexp, columns.max.shape[0], potential,
+        inv_eps * LOG2E, math.log2(layout.k),
+        RECOMPUTE=layout.recompute, PRECISION=layout.precision,
+        BLOCK_N=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
+        num_warps=tiles.warps, num_stages=tiles.stages,
+    )
+    return potential

@@ -1,0 +1,170 @@
+"""Tile sizes, warps, stages and split counts of every Triton kernel: all tuning in one place.
+
+Each choice is a fixed rule of the kernel, the operands' dtype and dot precision, the embedding
+width, the device's architecture and the problem's size, never the winner of a timing race: a
+result depends only on its inputs (bitwise, run to run) and a captured CUDA graph replays the
+launches it captured. Everything that changes the order of a sum (tiles along K or D, split
+counts) is decided here.
+
+The tables come from compiling every candidate for sm_80 and sm_90 (largest first) and keeping
+the first that fits shared memory with no register spill, with triton 3.8 (CI) and 3.6 (the GPU
+machine's; some tiles that fit 3.8 spill on 3.6); ``tests/triton_compile_check.py``
+compiles what these rules pick at the DESIGN.md §5 shapes and checks spills, shared memory and
+tensor-core instructions on every CI run. They are not yet timed on a GPU: tune here.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import torch
+
+from .launch import cdiv, next_power_of_2, target_programs
+
+MAX_COLUMN_SPLITS = 8  # the next Sinkhorn launch merges this many column partials per tile
+MAX_SPLITS = 16
+
+
+class Tiles(NamedTuple):
+    block_rows: int  # rows of z (or Sinkhorn rows) per program or per step
+    block_k: int  # prototypes per step (per program for the prototype gradient)
+    block_d: int  # the whole embedding width, padded to a power of two (≥ 16 for tl.dot)
+    warps: int
+    stages: int
+
+
+# (kernel, operands, width) -> (block_rows, block_k, warps, stages); operands "16bit" (fp16/bf16),
+# "tf32" or "tf32x3" (fp32 inputs); width 128 for D ≤ 128, 256 for D ≤ 256 (wider D uses the 256
+# entry: correct, untuned, may spill). Kernels: the Sinkhorn column step, row step and codes, the
+# loss forward and the loss backward (block_rows = rows per step, block_k = prototypes per program).
+SM90 = {
+    ("column", "16bit", 128): (64, 64, 8, 3), ("column", "16bit", 256): (64, 32, 8, 3),
+    ("column", "tf32", 128): (64, 32, 8, 2), ("column", "tf32", 256): (32, 32, 4, 2),
+    ("column", "tf32x3", 128): (64, 32, 8, 2), ("column", "tf32x3", 256): (16, 32, 4, 2),
+    ("row", "16bit", 128): (128, 64, 8, 3), ("row", "16bit", 256): (128, 64, 8, 3),
+    ("row", "tf32", 128): (64, 64, 4, 2), ("row", "tf32", 256): (64, 64, 4, 2),
+    ("row", "tf32x3", 128): (64, 64, 4, 2), ("row", "tf32x3", 256): (64, 32, 4, 2),
+    ("codes", "16bit", 128): (128, 32, 8, 3), ("codes", "16bit", 256): (32, 32, 4, 2),
+    ("codes", "tf32", 128): (64, 32, 4, 2), ("codes", "tf32", 256): (32, 32, 4, 2),
+    ("codes", "tf32x3", 128): (16, 16, 4, 1), ("codes", "tf32x3", 256): (16, 16, 4, 1),
+    ("forward", "16bit", 128): (64, 64, 8, 3), ("forward", "16bit", 256): (64, 32, 8, 3),
+    ("forward", "tf32", 128): (64, 32, 8, 2), ("forward", "tf32", 256): (32, 32, 8, 2),
+    ("forward", "tf32x3", 128): (16, 32, 4, 2), ("forward", "tf32x3", 256): (16, 16, 4, 1),
+    ("backward", "16bit", 128): (128, 32, 8, 3), ("backward", "16bit", 256): (32, 32, 4, 2),
+    ("backward", "tf32", 128): (64, 16, 8, 2), ("backward", "tf32", 256): (32, 32, 8, 2),
+    ("backward", "tf32x3", 128): (16, 16, 4, 1), ("backward", "tf32x3", 256): (16, 16, 4, 1),
+}
+SM80 = {
+    ("column", "16bit", 128): (128, 64, 8, 3), ("column", "16bit", 256): (64, 64, 4, 3),
+    ("column", "tf32", 128): (64, 64, 4, 2), ("column", "tf32", 256): (64, 64, 4, 2),
+    ("column", "tf32x3", 128): (64, 32, 8, 2), ("column", "tf32x3", 256): (16, 32, 4, 2),
+    ("row", "16bit", 128): (128, 64, 8, 3), ("row", "16bit", 256): (64, 64, 8, 3),
+    ("row", "tf32", 128): (64, 64, 4, 2), ("row", "tf32", 256): (64, 32, 8, 2),
+    ("row", "tf32x3", 128): (32, 16, 4, 2), ("row", "tf32x3", 256): (16, 32, 4, 2),
+    ("codes", "16bit", 128): (128, 32, 8, 3), ("codes", "16bit", 256): (64, 32, 8, 3),
+    ("codes", "tf32", 128): (64, 32, 8, 2), ("codes", "tf32", 256): (64, 32, 8, 2),
+    ("codes", "tf32x3", 128): (16, 32, 4, 2), ("codes", "tf32x3", 256): (16, 16, 4, 1),
+    ("forward", "16bit", 128): (64, 64, 8, 3), ("forward", "16bit", 256): (32, 32, 4, 2),
+    ("forward", "tf32", 128): (64, 32, 8, 2), ("forward", "tf32", 256): (32, 32, 8, 2),
+    ("forward", "tf32x3", 128): (16, 32, 4, 2), ("forward", "tf32x3", 256): (16, 16, 4, 1),
+    ("backward", "16bit", 128): (128, 32, 8, 3), ("backward", "16bit", 256): (64, 16, 8, 2),
+    ("backward", "tf32", 128): (64, 32, 8, 2), ("backward", "tf32", 256): (32, 32, 8, 2),
+    ("backward", "tf32x3", 128): (16, 16, 4, 1), ("backward", "tf32x3", 256): (16, 16, 4, 1),
+}
+# Cells where no candidate compiled without spills (exact fp32 at D = 256): the smallest tiles,
+# kept correct; tests/triton_compile_check.py reports their spills instead of failing on them.
+KNOWN_SPILLS = {
+    (90, "codes", "tf32x3", 256), (90, "forward", "tf32x3", 256), (90, "backward", "tf32x3", 256),
+    (80, "codes", "tf32x3", 256), (80, "forward", "tf32x3", 256), (80, "backward", "tf32x3", 256),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(index: int) -> int:
+    major, minor = torch.cuda.get_device_capability(index)
+    return 10 * major + minor
+
+
+def architecture(device: torch.device) -> int:
+    """80 (Ampere tables) below compute capability 9.0, else 90; the interpreter uses 90's."""
+    if device.type != "cuda":
+        return 90
+    return 80 if _capability(device.index if device.index is not None else torch.cuda.current_device()) < 90 else 90
+
+
+def operands(dtype: torch.dtype, precision: str) -> str:
+    return precision if dtype == torch.float32 else "16bit"
+
+
+def width(dim: int) -> int:
+    return max(16, next_power_of_2(dim))
+
+
+def matmul_tiles(kernel: str, dim: int, dtype: torch.dtype, precision: str, rows: int,
+                 device: torch.device, arch: int | None = None) -> Tiles:
+    """Tiles of a kernel that multiplies rows of width D by prototypes on tensor cores.
+
+    ``rows``: the rows the launch covers (for the backward, its prototypes). Where the table's
+    tile would not give every multiprocessor a program (half of ``target_programs``), a 16-bit
+    tile halves, down to 64 rows or 32 prototypes (the same instruction family, fewer registers;
+    the compile check covers both sizes). fp32 tiles stay as the table has them: smaller ones can
+    switch from wgmma to mma and spill."""
+    arch = architecture(device) if arch is None else arch
+    table = SM80 if arch < 90 else SM90
+    block_rows, block_k, warps, stages = table[(kernel, operands(dtype, precision), 128 if dim <= 128 else 256)]
+    one_wave = target_programs(device) // 2
+    if dtype != torch.float32 and kernel == "backward":  # programs per block of prototypes
+        while block_k > 32 and cdiv(rows, block_k) < one_wave:
+            block_k //= 2
+    elif dtype != torch.float32 and kernel != "column":
+        while block_rows > 64 and cdiv(rows, block_rows) < one_wave:
+            block_rows //= 2
+    return Tiles(block_rows, block_k, width(dim), warps, stages)
+
+
+def streaming_tiles(prototypes: int, rows_first: bool) -> Tiles:
+    """Tiles of the kernels that stream stored scores (memory-bound, no matmul).
+
+    Row kernels (``rows_first``) read whole rows: 16 rows × up to 256 columns per step. Column
+    kernels read a 64-wide column strip, 32 rows per step (256 contiguous bytes of fp32 per row).
+    """
+    if rows_first:
+        return Tiles(16, min(256, max(16, next_power_of_2(prototypes))), 16, 4, 2)
+    return Tiles(32, min(64, max(16, next_power_of_2(prototypes))), 16, 4, 2)
+
+
+def sinkhorn_tiles(kernel: str, recompute: bool, dim: int, dtype: torch.dtype, precision: str, rows: int,
+                   prototypes: int, device: torch.device, arch: int | None = None) -> Tiles:
+    """Tiles of the Sinkhorn ``kernel`` ("column", "row" or "codes") over ``rows`` rows in all."""
+    if recompute:
+        return matmul_tiles(kernel, dim, dtype, precision, rows, device, arch)
+    return streaming_tiles(prototypes, rows_first=kernel != "column")
+
+
+def column_splits(tiles: Tiles, groups: int, rows: int, prototypes: int, device: torch.device) -> int:
+    """Row ranges of the Sinkhorn column step: enough programs to fill the device, at most
+    ``MAX_COLUMN_SPLITS`` (the next launch merges them), each range at least one row block."""
+    programs = groups * cdiv(prototypes, tiles.block_k)
+    wanted = cdiv(target_programs(device), programs)
+    return max(1, min(MAX_COLUMN_SPLITS, wanted, cdiv(rows, tiles.block_rows)))
+
+
+def key_splits(tiles: Tiles, rows: int, prototypes: int, device: torch.device) -> int:
+    """Prototype ranges of the loss forward (flash-decoding): only where row blocks are few."""
+    row_blocks = cdiv(rows, tiles.block_rows)
+    wanted = cdiv(target_programs(device), row_blocks)
+    return max(1, min(MAX_SPLITS, wanted, cdiv(prototypes, tiles.block_k)))
+
+
+def row_splits(tiles: Tiles, rows: int, prototypes: int, device: torch.device) -> int:
+    """Row ranges of the prototype gradient: only where prototype blocks are few."""
+    prototype_blocks = cdiv(prototypes, tiles.block_k)
+    wanted = cdiv(target_programs(device), prototype_blocks)
+    return max(1, min(MAX_SPLITS, wanted, cdiv(rows, tiles.block_rows)))
+
+
+def balanced_ranges(count: int, block: int, splits: int) -> tuple[int, int]:
+    """(items per range, number of ranges) for ``splits`` ranges of whole blocks over ``count`` items;
+    every range is non-empty."""
+    per_range = cdiv(cdiv(count, block), splits) * block
+    return per_range, cdiv(count, per_range)
