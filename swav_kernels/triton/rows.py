@@ -43,6 +43,37 @@ def column_potential_log2(max_ptr, sum_ptr, g, cols, col_mask, S, G, K, log2_pro
 
 
 @triton.jit
+def potential_tile(main_ptr, queue_ptr, c_ptr, rows, g, crop, n, row_mask, cols, col_mask, dims, L, B, K, D,
+                   max_ptr, sum_ptr, S, groups, scale_log2, log2_prototypes,
+                   RECOMPUTE: tl.constexpr, PRECISION: tl.constexpr):
+    """``(u, c)`` for Sinkhorn rows ``n`` and prototypes ``cols``: ``u = (x/ε + a)·log2(e)`` (−inf past
+    K), x recomputed as ``rows · cᵀ`` from the resident row tile and the prototype tile c loaded
+    here (returned for further products), or read from the stored scores (c is then unused)."""
+    if RECOMPUTE:
+        c = tl.load(c_ptr + cols[:, None].to(tl.int64) * D + dims[None, :],
+                    mask=col_mask[:, None] & (dims[None, :] < D), other=0.0)
+        x = tl.dot(rows, tl.trans(c), input_precision=PRECISION)
+    else:
+        c = tl.zeros((cols.shape[0], dims.shape[0]), rows.dtype)
+        x = tl.load(row_pointers(main_ptr, queue_ptr, g, crop, n, cols, L, B, K),
+                    mask=row_mask[:, None] & col_mask[None, :], other=0.0).to(tl.float32)
+    a = column_potential_log2(max_ptr, sum_ptr, g, cols, col_mask, S, groups, K, log2_prototypes)
+    return tl.where(col_mask[None, :], x * scale_log2 + a[None, :], float("-inf")), c
+
+
+@triton.jit
+def resident_rows(main_ptr, queue_ptr, g, crop, n, row_mask, dims, L, B, D, RECOMPUTE: tl.constexpr):
+    """The (rows × BLOCK_D) tile of Sinkhorn rows ``n`` a recomputing kernel keeps while the
+    prototypes stream past (an unused zero tile when scores are read)."""
+    if RECOMPUTE:
+        rows = tl.load(row_pointers(main_ptr, queue_ptr, g, crop, n, dims, L, B, D),
+                       mask=row_mask[:, None] & (dims[None, :] < D), other=0.0)
+    else:
+        rows = tl.zeros((n.shape[0], dims.shape[0]), main_ptr.dtype.element_ty)
+    return rows
+
+
+@triton.jit
 def predicted_weight(mass_ptr, crops_packed, n_assign, crop, b, B, row_mask):
     """``w = Σ_{a: A[a] ≠ crop} mass[a, b]`` for loss rows (crop, b): the code mass they predict."""
     weight = tl.zeros(b.shape, tl.float32)

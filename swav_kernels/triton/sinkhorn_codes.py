@@ -17,7 +17,7 @@ import triton.language as tl
 
 from ..kernels import Codes, ColumnStats, SinkhornRows
 from .launch import LOG2E
-from .rows import RowLayout, column_potential_log2, row_pointers, unpack_crop
+from .rows import RowLayout, potential_tile, resident_rows, unpack_crop
 
 
 @triton.jit
@@ -35,9 +35,7 @@ def _codes_kernel(
     j = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # batch row j is Sinkhorn row L + j
     row_mask = j < B
     dims = tl.arange(0, BLOCK_D)
-    if RECOMPUTE:
-        rows = tl.load(row_pointers(main_ptr, queue_ptr, g, crop, L + j, dims, L, B, D),
-                       mask=row_mask[:, None] & (dims[None, :] < D), other=0.0)
+    rows = resident_rows(main_ptr, queue_ptr, g, crop, L + j, row_mask, dims, L, B, D, RECOMPUTE)
 
     row_max = tl.zeros((BLOCK_N,), tl.float32)
     log_row_sum = tl.zeros((BLOCK_N,), tl.float32)
@@ -46,16 +44,9 @@ def _codes_kernel(
         row_sum = tl.zeros((BLOCK_N,), tl.float32)
         for k0 in range(0, K, BLOCK_K):
             cols = k0 + tl.arange(0, BLOCK_K)
-            col_mask = cols < K
-            if RECOMPUTE:
-                c = tl.load(c_ptr + cols[:, None].to(tl.int64) * D + dims[None, :],
-                            mask=col_mask[:, None] & (dims[None, :] < D), other=0.0)
-                x = tl.dot(rows, tl.trans(c), input_precision=PRECISION)
-            else:
-                x = tl.load(row_pointers(main_ptr, queue_ptr, g, crop, L + j, cols, L, B, K),
-                            mask=row_mask[:, None] & col_mask[None, :], other=0.0).to(tl.float32)
-            a = column_potential_log2(max_ptr, sum_ptr, g, cols, col_mask, S, groups, K, log2_prototypes)
-            u = tl.where(col_mask[None, :], x * scale_log2 + a[None, :], float("-inf"))
+            u, _ = potential_tile(main_ptr, queue_ptr, c_ptr, rows, g, crop, L + j, row_mask, cols, cols < K, dims,
+                                  L, B, K, D, max_ptr, sum_ptr, S, groups, scale_log2, log2_prototypes,
+                                  RECOMPUTE, PRECISION)
             new_max = tl.maximum(row_max, tl.max(u, axis=1))
             safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
             row_sum = row_sum * tl.exp2(row_max - safe_max) + tl.sum(tl.exp2(u - safe_max[:, None]), axis=1)
@@ -69,15 +60,9 @@ def _codes_kernel(
     for k0 in range(0, K, BLOCK_K):
         cols = k0 + tl.arange(0, BLOCK_K)
         col_mask = cols < K
-        if RECOMPUTE:
-            c = tl.load(c_ptr + cols[:, None].to(tl.int64) * D + dims[None, :],
-                        mask=col_mask[:, None] & (dims[None, :] < D), other=0.0)
-            x = tl.dot(rows, tl.trans(c), input_precision=PRECISION)
-        else:
-            x = tl.load(row_pointers(main_ptr, queue_ptr, g, crop, L + j, cols, L, B, K),
-                        mask=row_mask[:, None] & col_mask[None, :], other=0.0).to(tl.float32)
-        a = column_potential_log2(max_ptr, sum_ptr, g, cols, col_mask, S, groups, K, log2_prototypes)
-        u = tl.where(col_mask[None, :], x * scale_log2 + a[None, :], float("-inf"))
+        u, c = potential_tile(main_ptr, queue_ptr, c_ptr, rows, g, crop, L + j, row_mask, cols, col_mask, dims,
+                              L, B, K, D, max_ptr, sum_ptr, S, groups, scale_log2, log2_prototypes,
+                              RECOMPUTE, PRECISION)
         # (u − max) is exact for the largest codes; adding max + log2(sum) first would round the
         # log-sum-exp at the magnitude of u (|x|/ε in the thousands: errors of 1e-4 per code)
         q = tl.exp2((u - row_max[:, None]) - log_row_sum[:, None])

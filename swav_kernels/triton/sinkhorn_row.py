@@ -15,7 +15,7 @@ import triton.language as tl
 
 from ..kernels import ColumnStats, SinkhornRows
 from .launch import LOG2E
-from .rows import DEVICE_LN2, RowLayout, column_potential_log2, row_pointers, unpack_crop
+from .rows import DEVICE_LN2, RowLayout, potential_tile, resident_rows, unpack_crop
 
 
 @triton.jit
@@ -33,23 +33,14 @@ def _row_step_kernel(
     n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     row_mask = n < N
     dims = tl.arange(0, BLOCK_D)
-    if RECOMPUTE:
-        rows = tl.load(row_pointers(main_ptr, queue_ptr, g, crop, n, dims, L, B, D),
-                       mask=row_mask[:, None] & (dims[None, :] < D), other=0.0)
+    rows = resident_rows(main_ptr, queue_ptr, g, crop, n, row_mask, dims, L, B, D, RECOMPUTE)
     row_max = tl.full((BLOCK_N,), float("-inf"), tl.float32)
     row_sum = tl.zeros((BLOCK_N,), tl.float32)
     for k0 in range(0, K, BLOCK_K):
         cols = k0 + tl.arange(0, BLOCK_K)
-        col_mask = cols < K
-        if RECOMPUTE:
-            c = tl.load(c_ptr + cols[:, None].to(tl.int64) * D + dims[None, :],
-                        mask=col_mask[:, None] & (dims[None, :] < D), other=0.0)
-            x = tl.dot(rows, tl.trans(c), input_precision=PRECISION)
-        else:
-            x = tl.load(row_pointers(main_ptr, queue_ptr, g, crop, n, cols, L, B, K),
-                        mask=row_mask[:, None] & col_mask[None, :], other=0.0).to(tl.float32)
-        a = column_potential_log2(max_ptr, sum_ptr, g, cols, col_mask, S, groups, K, log2_prototypes)
-        t = tl.where(col_mask[None, :], x * scale_log2 + a[None, :], float("-inf"))
+        t, _ = potential_tile(main_ptr, queue_ptr, c_ptr, rows, g, crop, n, row_mask, cols, cols < K, dims,
+                              L, B, K, D, max_ptr, sum_ptr, S, groups, scale_log2, log2_prototypes,
+                              RECOMPUTE, PRECISION)
         new_max = tl.maximum(row_max, tl.max(t, axis=1))
         safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
         row_sum = row_sum * tl.exp2(row_max - safe_max) + tl.sum(tl.exp2(t - safe_max[:, None]), axis=1)
