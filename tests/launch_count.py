@@ -20,6 +20,7 @@ NO_LAUNCH = {  # allocation and metadata only
     aten.empty.memory_format, aten.empty_like.default, aten.new_empty.default, aten.empty_strided.default,
     aten.new_empty_strided.default, aten.sym_size.int, aten.sym_stride.int, aten.sym_numel.default,
     aten.sym_storage_offset.default, aten.is_same_size.default, aten.set_.source_Storage_storage_offset,
+    aten._unsafe_view.default,  # a view that autograd does not track
 }
 SYNCS = {aten._local_scalar_dense.default, aten.is_nonzero.default, aten.equal.default, aten.item.default}
 HOST_TENSORS = {aten.lift_fresh.default, aten.lift_fresh_copy.default, aten.scalar_tensor.default}
