@@ -54,15 +54,24 @@ class FakeDevice:
 
 
 def ptxas_report(ptx: str, arch: int) -> tuple[int, int]:
-    """(registers, spill bytes) of the kernel in ``ptx`` from ptxas -v (Triton's bundled ptxas)."""
-    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "kernel.ptx")
+    """(registers, spill bytes) of the kernel in ``ptx`` from ptxas -v: Triton's bundled ptxas
+    binaries, newest first (triton 3.9 emits PTX 9.4, which only its ptxas-blackwell reads)."""
+    folder = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    candidates = [os.path.join(folder, name) for name in ("ptxas-blackwell", "ptxas")]
+    errors = []
+    with tempfile.TemporaryDirectory() as scratch:
+        path = os.path.join(scratch, "kernel.ptx")
         with open(path, "w") as handle:
             handle.write(ptx)
         target = f"sm_{arch}a" if arch == 90 else f"sm_{arch}"
-        result = subprocess.run([ptxas, "-v", f"--gpu-name={target}", path, "-o", os.devnull],
-                                capture_output=True, text=True, check=True)
+        for ptxas in (c for c in candidates if os.path.exists(c)):
+            result = subprocess.run([ptxas, "-v", f"--gpu-name={target}", path, "-o", os.devnull],
+                                    capture_output=True, text=True)
+            if result.returncode == 0:
+                break
+            errors.append(f"{os.path.basename(ptxas)}: {result.stderr.strip()[:200]}")
+        else:
+            raise RuntimeError("no bundled ptxas accepts this PTX: " + "; ".join(errors))
     text = result.stdout + result.stderr
     registers = int(re.search(r"Used (\d+) registers", text).group(1))
     spills = sum(int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", text))
