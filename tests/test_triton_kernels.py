@@ -266,3 +266,17 @@ def test_column_potential_merges_partials_exactly():
     assert rel_err(column_potential(four), column_potential(one)) <= 1e-6
     assert math.isclose(sinkhorn_row.row_step(rows, 20.0, four)[0, 0].item(),
                         sinkhorn_row.row_step(rows, 20.0, one)[0, 0].item(), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("length, batch, crops", [(7, 3, (0, 2)), (8, 4, (1, 0)), (2, 5, (3,)), (64, 16, (0, 1))])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_queue_shift_equals_the_reference_shift(length, batch, crops, dtype):
+    from swav_kernels.backend import Backend
+    from swav_kernels.triton.queue_shift import shift_queue
+
+    embeddings = torch.randn(4 * batch, 40).to(DEVICE, dtype)
+    queue = torch.randn(len(crops), length, 40).to(DEVICE, dtype)
+    expected = queue.clone()
+    Backend().shift_queue(expected, embeddings, crops, batch)  # facebookresearch/swav's two-step update
+    shift_queue(queue, embeddings, crops, batch)
+    assert torch.equal(queue, expected)
