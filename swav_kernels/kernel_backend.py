@@ -65,10 +65,6 @@ def reduce_columns(columns: ColumnStats, process_group) -> ColumnStats:
     return ColumnStats(top, all_reduce_sum_(columns.sumexp * torch.exp(columns.max - top), process_group))
 
 
-def _empty_projection(rows_or_main, groups, batch):
-    return rows_or_main.new_empty((groups, batch, 0), dtype=torch.float32)
-
-
 def _register_ops(kernels: Kernels) -> SimpleNamespace:
     """Wrap the primitives and the two losses of ``kernels`` as ``swav_kernels::<name>_*`` ops."""
     prefix = f"swav_kernels::{kernels.name}_"
@@ -77,7 +73,7 @@ def _register_ops(kernels: Kernels) -> SimpleNamespace:
     def rows_of(main, queue, prototypes, crops, batch) -> SinkhornRows:
         return SinkhornRows(main, queue, tuple(crops), batch, prototypes)
 
-    def fake_codes(main, prototypes, crops, batch, queue=None):
+    def fake_codes(main, prototypes, crops, batch):
         k = main.shape[1] if prototypes is None else prototypes.shape[0]
         d = 0 if prototypes is None else main.shape[1]
         f32 = dict(dtype=torch.float32)
@@ -85,8 +81,9 @@ def _register_ops(kernels: Kernels) -> SimpleNamespace:
                 main.new_empty((len(crops), batch, d), **f32))
 
     def codes_tuple(codes: Codes, rows: SinkhornRows):
-        projected = codes.projected if codes.projected is not None else _empty_projection(rows.main, rows.groups,
-                                                                                           rows.batch)
+        projected = codes.projected
+        if projected is None:  # a custom op returns tensors: no projection is an empty one
+            projected = rows.main.new_empty((rows.groups, rows.batch, 0), dtype=torch.float32)
         return codes.codes, codes.mass, projected
 
     # ---- Sinkhorn: whole (one rank) --------------------------------------------------------

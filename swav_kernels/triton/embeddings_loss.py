@@ -42,6 +42,20 @@ def _block_loss(z_ptr, rows, row_mask, lse, mass_ptr, projected_ptr, B, D, n_ass
 
 
 @triton.jit
+def _finish_rows(top, total, acc, z_ptr, rows, row_mask, dims, tile_mask, pid_m, lse_ptr, out_ptr, block_loss_ptr,
+                 mass_ptr, projected_ptr, B, D, n_assign, crops_packed, inv_tau, inv_denom, WITH_OUTPUT: tl.constexpr):
+    """From each row's (max, Σ 2^(s − max)) and Σ p·c (base 2): store lse and out = Σ p·c / Σ p, then
+    the block's share of the loss."""
+    lse = (top + tl.log2(total)) * DEVICE_LN2
+    tl.store(lse_ptr + rows, lse, mask=row_mask)
+    if WITH_OUTPUT:
+        tl.store(out_ptr + rows[:, None].to(tl.int64) * D + dims[None, :], acc / total[:, None], mask=tile_mask)
+    block_total = _block_loss(z_ptr, rows, row_mask, lse, mass_ptr, projected_ptr, B, D, n_assign, crops_packed,
+                              inv_tau, CHUNK=32)
+    tl.store(block_loss_ptr + pid_m, block_total * inv_denom)
+
+
+@triton.jit
 def _loss_forward_kernel(
     z_ptr, c_ptr, M, K, D,
     max_ptr, sum_ptr, acc_ptr,
@@ -77,13 +91,9 @@ def _loss_forward_kernel(
             acc = acc * rescale[:, None] + tl.dot(p.to(c.dtype), c, input_precision=PRECISION)
         row_max = new_max
     if FINAL:
-        lse = (row_max + tl.log2(row_sum)) * DEVICE_LN2
-        tl.store(lse_ptr + rows, lse, mask=row_mask)
-        if WITH_OUTPUT:
-            tl.store(out_ptr + rows[:, None].to(tl.int64) * D + dims[None, :], acc / row_sum[:, None], mask=tile_mask)
-        total = _block_loss(z_ptr, rows, row_mask, lse, mass_ptr, projected_ptr, B, D, n_assign, crops_packed,
-                            inv_tau, CHUNK=32)
-        tl.store(block_loss_ptr + pid_m, total * inv_denom)
+        _finish_rows(row_max, row_sum, acc, z_ptr, rows, row_mask, dims, tile_mask, pid_m, lse_ptr, out_ptr,
+                     block_loss_ptr, mass_ptr, projected_ptr, B, D, n_assign, crops_packed, inv_tau, inv_denom,
+                     WITH_OUTPUT)
     else:
         part = split * M + rows
         tl.store(max_ptr + part, row_max, mask=row_mask)
@@ -116,13 +126,8 @@ def _loss_merge_kernel(
         if WITH_OUTPUT:
             part = (s * M + rows).to(tl.int64)
             acc += weight[:, None] * tl.load(acc_ptr + part[:, None] * D + dims[None, :], mask=tile_mask, other=0.0)
-    lse = (top + tl.log2(total)) * DEVICE_LN2
-    tl.store(lse_ptr + rows, lse, mask=row_mask)
-    if WITH_OUTPUT:
-        tl.store(out_ptr + rows[:, None].to(tl.int64) * D + dims[None, :], acc / total[:, None], mask=tile_mask)
-    block_total = _block_loss(z_ptr, rows, row_mask, lse, mass_ptr, projected_ptr, B, D, n_assign, crops_packed,
-                              inv_tau, CHUNK=32)
-    tl.store(block_loss_ptr + pid_m, block_total * inv_denom)
+    _finish_rows(top, total, acc, z_ptr, rows, row_mask, dims, tile_mask, pid_m, lse_ptr, out_ptr, block_loss_ptr,
+                 mass_ptr, projected_ptr, B, D, n_assign, crops_packed, inv_tau, inv_denom, WITH_OUTPUT)
 
 
 def embeddings_loss(z: torch.Tensor, c: torch.Tensor, codes: Codes, crops, inv_tau: float, with_output: bool,

@@ -8,7 +8,6 @@ import os
 import torch
 
 LOG2E = 1.4426950408889634  # kernels work in base 2: exp(x) = exp2(x·log2 e)
-LN2 = 0.6931471805599453
 MAX_PACKED_CROPS = 7  # 8 bits per crop index in a signed 64-bit integer
 
 
