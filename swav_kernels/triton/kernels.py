@@ -13,7 +13,7 @@ import torch
 
 from .. import kernel_checks as checks
 from ..kernel_checks import KERNEL_DTYPES
-from .launch import crops_fit, interpreting
+from .launch import crops_fit, interpreting, kernel_device_type
 
 # Looked up once at import (without importing triton), never inside a torch.compile trace.
 _TRITON_MISSING = None if importlib.util.find_spec("triton") is not None else "triton is not installed"
@@ -26,14 +26,14 @@ class TritonKernels:
 
     @property
     def device_type(self) -> str:
-        return "cpu" if interpreting() else "cuda"
+        return kernel_device_type()
 
     def unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
         if _TRITON_MISSING is not None:
             return _TRITON_MISSING
         if dtype not in KERNEL_DTYPES:
             return f"the Triton kernels take float32, float16 or bfloat16, not {dtype}"
-        if device.type == "cuda" or (device.type == "cpu" and interpreting()):
+        if device.type == kernel_device_type():
             return None
         return f"Triton kernels run on CUDA tensors (or on CPU under TRITON_INTERPRET=1), not on {device.type}"
 

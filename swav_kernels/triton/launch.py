@@ -1,9 +1,11 @@
-"""Launch-time facts shared by the Triton kernels: interpreter mode, device size, dot precision,
-and the packing of crop indices into one integer argument."""
+"""Launch-time facts shared by the Triton kernels: interpreter mode, the device (its size, its
+architecture, the stream to launch on), dot precision, and the packing of crop indices into one
+integer argument."""
 from __future__ import annotations
 
 import functools
 import os
+from typing import NamedTuple
 
 import torch
 
@@ -21,9 +23,60 @@ def interpreting() -> bool:
     return _INTERPRETING
 
 
+class NullDevice(NamedTuple):
+    """The device that CPU tensors stand for under ``swav_kernels.bench.null_driver`` (Triton's real
+    launch path over a CUDA driver that does nothing): its compute capability (90 for sm_90) and size."""
+
+    capability: int
+    multiprocessors: int
+
+
+_NULL_DEVICE: NullDevice | None = None
+
+
+def use_null_device(device: NullDevice | None) -> None:
+    """Treat CPU tensors as tensors of ``device`` (None: stop). Only the null driver calls this."""
+    global _NULL_DEVICE
+    _NULL_DEVICE = device
+
+
+def null_device() -> NullDevice | None:
+    return _NULL_DEVICE
+
+
+def kernel_device_type() -> str:
+    """The ``torch.device`` type of the tensors the kernels take: "cuda", or "cpu" under the
+    interpreter or the null driver."""
+    return "cpu" if _INTERPRETING or _NULL_DEVICE is not None else "cuda"
+
+
+def device_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 @functools.lru_cache(maxsize=None)
 def _multiprocessors(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(index: int) -> int:
+    major, minor = torch.cuda.get_device_capability(index)
+    return 10 * major + minor
+
+
+def multiprocessors(device: torch.device) -> int | None:
+    """Streaming multiprocessors of ``device``; None under the interpreter (no device)."""
+    if device.type == "cuda":
+        return _multiprocessors(device_index(device))
+    return None if _NULL_DEVICE is None else _NULL_DEVICE.multiprocessors
+
+
+def capability(device: torch.device) -> int:
+    """Compute capability as 10·major + minor (90 for sm_90); the interpreter takes sm_90's rules."""
+    if device.type == "cuda":
+        return _capability(device_index(device))
+    return 90 if _NULL_DEVICE is None else _NULL_DEVICE.capability
 
 
 def target_programs(device: torch.device) -> int:
@@ -32,9 +85,17 @@ def target_programs(device: torch.device) -> int:
     The interpreter runs programs one after another, so there it asks for a handful: enough
     that split reductions are exercised by small test shapes, few enough to stay fast.
     """
-    if device.type != "cuda":
-        return 4
-    return 2 * _multiprocessors(device.index if device.index is not None else torch.cuda.current_device())
+    sms = multiprocessors(device)
+    return 4 if sms is None else 2 * sms
+
+
+def stream_of(device: torch.device) -> int:
+    """The raw CUDA stream a launch on ``device`` goes to: PyTorch's current stream there, read at
+    every call (it is per thread: autograd's backward threads run on the forward's stream); 0 (the
+    null driver's only stream) for CPU tensors."""
+    if device.type == "cuda":
+        return torch._C._cuda_getCurrentRawStream(device_index(device))
+    return 0
 
 
 def dot_precision(dtype: torch.dtype) -> str:
