@@ -44,6 +44,17 @@ class TritonKernels:
                              f"got {list(rows.crops)}")
         return rows
 
+    # ---- whole calls (prepared once per signature: swav_kernels.triton.prepared_loss) ------------
+
+    def check_fused_call(self, rows) -> None:
+        """The checks of every primitive of a fused call, made once when its plan is prepared."""
+        self._rows(rows)
+        checks.check_embeddings_and_prototypes(rows.main, rows.prototypes, self.device_type, "Triton")
+
+    def check_scores_call(self, rows) -> None:
+        """The checks of every primitive of a scores-path call, made once when its plan is prepared."""
+        self._rows(rows)
+
     # ---- family 2: Sinkhorn ------------------------------------------------------------------
 
     def sinkhorn_column_step(self, rows, inv_eps, row_potential):

@@ -9,6 +9,8 @@ from typing import NamedTuple
 
 import torch
 
+from ..validation import tf32_allowed
+
 LOG2E = 1.4426950408889634  # kernels work in base 2: exp(x) = exp2(x·log2 e)
 MAX_PACKED_CROPS = 7  # 8 bits per crop index in a signed 64-bit integer
 
@@ -89,6 +91,18 @@ def target_programs(device: torch.device) -> int:
     return 4 if sms is None else 2 * sms
 
 
+def stream_getter(device: torch.device):
+    """A function returning the raw stream a launch on ``device`` goes to (as ``stream_of``), for
+    a plan to call at every run without looking at the device again."""
+    if device.type == "cuda":
+        return functools.partial(torch._C._cuda_getCurrentRawStream, device_index(device))
+    return _null_stream
+
+
+def _null_stream() -> int:
+    return 0
+
+
 def stream_of(device: torch.device) -> int:
     """The raw CUDA stream a launch on ``device`` goes to: PyTorch's current stream there, read at
     every call (it is per thread: autograd's backward threads run on the forward's stream); 0 (the
@@ -102,7 +116,7 @@ def dot_precision(dtype: torch.dtype) -> str:
     """``tl.dot`` input precision. fp32 operands honour ``torch.backends.cuda.matmul.allow_tf32``
     as ``torch.mm`` does: TF32 when allowed, else 3×TF32 (``tf32x3``: fp32-accurate products on
     tensor cores). 16-bit operands always run on tensor cores with fp32 accumulation."""
-    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+    if dtype == torch.float32 and not tf32_allowed():
         return "tf32x3"
     return "tf32"
 

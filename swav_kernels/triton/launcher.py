@@ -74,32 +74,71 @@ class PreparedLaunch:
 
 
 def _direct_launcher(kernel, compiled, grid, arguments, constexprs):
-    """``launch(stream, addresses)``: ``compiled.run(grid…, stream, function, metadata, None, None, None,
-    *every parameter)``, generated once with the fixed arguments bound as constants (Inductor's launchers
-    are built the same way); None when the compiled kernel lacks that interface or the grid is empty."""
+    """``launch(stream, addresses)`` for ``compiled``, generated once with the fixed arguments bound as
+    constants (Inductor builds its launchers the same way); None when the grid is empty or the compiled
+    kernel lacks the expected interface.
+
+    Where the launcher object is one of the two known shapes and the kernel needs no scratch memory,
+    the call goes one level lower, to the C function it wraps: triton 3.7–3.9's shared ``launch(grid…,
+    stream, function, cooperative, pdl, metadata, launch metadata, hooks, scratch, annotations,
+    signature, arguments)`` or triton 3.6's per-kernel ``launch(grid…, stream, function, cooperative,
+    pdl, scratch, metadata, launch metadata, hooks, *arguments)``; else ``CompiledKernel.run`` (the
+    launcher object itself, the same contract in 3.6–3.9) with ``None`` launch hooks."""
     try:
-        run, function, metadata = compiled.run, compiled.function, compiled.packed_metadata
+        launcher, function, metadata = compiled.run, compiled.function, compiled.packed_metadata
     except AttributeError:
         return None
     if function is None or 0 in grid:
         return None
-    names = {"run": run, "function": function, "metadata": metadata}
+    names = {"function": function, "metadata": metadata}
     values = iter(arguments)
     parts = []
-    for position, parameter in enumerate(kernel.params):
-        if parameter.is_constexpr:  # the launcher skips constexpr slots; their value is never read
+    for parameter in kernel.params:
+        if parameter.is_constexpr:  # the launchers skip constexpr slots; their value is never read
             parts.append("None")
             continue
         value = next(values)
         if type(value) is Buffer:
             parts.append(f"addresses[{value.index}]")
         else:
-            names[f"a{position}"] = value
-            parts.append(f"a{position}")
+            names[f"a{len(names)}"] = value
+            parts.append(f"a{len(names) - 1}")
     if next(values, None) is not None:
         raise ValueError(f"{kernel.fn.__name__}: more arguments than non-constexpr parameters")
-    source = (f"def launch(stream, addresses):\n"
-              f"    run({grid[0]}, {grid[1]}, {grid[2]}, stream, function, metadata, None, None, None, "
-              f"{', '.join(parts)})\n")
+    head = f"{grid[0]}, {grid[1]}, {grid[2]}, stream, function"
+    form = _launcher_form(launcher)
+    if form == "shared":  # triton 3.7+
+        names.update(launch=launcher.launch, cooperative=launcher.launch_cooperative_grid, pdl=launcher.launch_pdl,
+                      annotations=launcher.arg_annotations, signature=launcher.kernel_signature)
+        call = (f"launch({head}, cooperative, pdl, metadata, None, None, None, None, None, annotations, signature, "
+                f"({', '.join(parts)},))")
+    elif form == "per-kernel":  # triton 3.6
+        names.update(launch=launcher.launch, cooperative=launcher.launch_cooperative_grid, pdl=launcher.launch_pdl)
+        call = f"launch({head}, cooperative, pdl, None, None, metadata, None, None, None, {', '.join(parts)})"
+    else:
+        names["launch"] = launcher
+        call = f"launch({head}, metadata, None, None, None, {', '.join(parts)})"
+    source = f"def launch_{kernel.fn.__name__}(stream, addresses):\n    {call}\n"
     exec(compile(source, f"<launch {kernel.fn.__name__}>", "exec"), names)
-    return names["launch"]
+    return names[f"launch_{kernel.fn.__name__}"]
+
+
+def _launcher_form(launcher) -> str:
+    """Which C call sits under ``CompiledKernel.run`` ("shared", "per-kernel"), or "object" when the
+    launcher must be called as is (scratch memory to allocate, tensor descriptors, sanitizers, or a
+    Triton this module does not know)."""
+    import inspect
+
+    launch = getattr(launcher, "launch", None)
+    if type(launch).__name__ != "builtin_function_or_method":
+        return "object"
+    if getattr(launcher, "global_scratch_size", 1) or getattr(launcher, "profile_scratch_size", 1):
+        return "object"
+    if getattr(launcher, "gsan_enabled", False) or not hasattr(launcher, "launch_cooperative_grid"):
+        return "object"
+    if hasattr(launcher, "arg_annotations") and hasattr(launcher, "kernel_signature"):
+        return "shared"
+    parameters = list(inspect.signature(type(launcher).__call__).parameters)
+    if parameters == ["self", "gridX", "gridY", "gridZ", "stream", "function", "args"]:
+        return "per-kernel"
+    return "object"
