@@ -103,3 +103,36 @@ def test_host_benchmark_runs_and_reports_both_paths():
         line = next(line for line in done.stdout.splitlines() if line.strip().startswith(path))
         assert "µs wall" in line and f"{8} launches" in line, line
     assert "null driver as sm_90, 132 SMs" in done.stdout
+
+
+def test_torch_compile_traces_the_triton_launches():
+    # Under torch.compile the losses are Triton ops (torch.library.triton_op): the graph holds each
+    # launch (a triton_kernel_wrapper node), which Inductor compiles with the rest of the step.
+    code = """
+import json, torch
+from swav_kernels.bench import null_driver
+null_driver.activate()
+from torch._dynamo.backends.common import aot_autograd
+from swav_kernels import swav_loss
+graphs = []
+def record(graph, inputs):
+    graphs.append([str(node.kwargs.get("kernel_idx", "")) for node in graph.graph.nodes
+                   if "triton_kernel_wrapper" in str(node.target)])
+    return graph.forward
+z = torch.nn.functional.normalize(torch.randn(32, 16), dim=1).to(torch.bfloat16).requires_grad_()
+c = torch.nn.functional.normalize(torch.randn(64, 16), dim=1).to(torch.bfloat16).requires_grad_()
+step = torch.compile(lambda z, c: swav_loss(z, c, nmb_crops=8, backend="triton"),
+                     backend=aot_autograd(fw_compiler=record, bw_compiler=record), fullgraph=True)
+step(z, c).backward()
+before = null_driver.launch_count()
+loss = step(z, c)
+loss.backward()
+print(json.dumps([len(g) for g in graphs] + [null_driver.launch_count() - before]))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    *graphs, launches = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(graphs) == 2, graphs  # one forward graph, one backward graph
+    forward, backward = graphs
+    assert forward == 2 * 3 + 1 and backward == 1  # Sinkhorn 2T, loss forward; backward
+    assert launches == forward + backward
