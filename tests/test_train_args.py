@@ -27,6 +27,22 @@ def test_paper_preset_with_data(tmp_path):
         assert getattr(args, name) == value, name
 
 
+def test_a_run_in_the_starting_directory_changes_no_test(tmp_path):
+    """The README's order: ``swav-train`` in the clone leaves ``swav-run/`` there, then
+    ``pytest -q``. The preset tests parse the default ``--dump-path swav-run``; each test runs
+    in its own temporary folder (tests/conftest.py), so that earlier run is not theirs."""
+    (tmp_path / "swav-run").mkdir()
+    for name in ("checkpoint.pt", "log.csv", "summary.json"):
+        (tmp_path / "swav-run" / name).write_bytes(b"an earlier run")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "preset"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "3 passed" in result.stdout, result.stdout[-3000:]
+    assert (tmp_path / "swav-run" / "log.csv").read_bytes() == b"an earlier run"
+
+
 def test_explicit_options_override_the_preset():
     args = parse_args(["--epochs", "3", "--nmb-crops", "2", "--size-crops", "12", "--min-scale-crops", "0.5",
                        "--max-scale-crops", "1", "--arch", "resnet18", "--small-stem", "--loss-backend", "reference"])
