@@ -28,11 +28,18 @@ import torch
 
 from ..distributed import all_reduce_sum_, global_row_count
 from ..loss import sinkhorn
-from ..validation import check_tensor
-from ._common import check_inputs_finite, default_process_group
+from ..validation import check_iterations, check_positive_float, check_tensor
+from ._common import check_inputs_finite, check_scores, default_process_group
 from ._patching import Patch, import_trainer
 
 __all__ = ["sinkhorn_knopp_teacher", "ibot_sinkhorn_knopp_teacher", "patch", "unpatch"]
+
+
+def _check_arguments(teacher_output, teacher_temp, n_iterations) -> None:
+    """DINOv2's arguments, named as in its methods."""
+    check_scores("teacher_output", teacher_output)
+    check_positive_float("teacher_temp", teacher_temp)
+    check_iterations("n_iterations", n_iterations)
 
 
 @torch.no_grad()
@@ -50,6 +57,7 @@ def sinkhorn_knopp_teacher(
     ``process_group``: None reduces over the default group when torch.distributed is
     initialised. ``check_finite_inputs``: raise ValueError if ``teacher_output`` holds NaN
     or ±inf (one host sync); by default the codes are then non-finite, as in DINOv2."""
+    _check_arguments(teacher_output, teacher_temp, n_iterations)
     check_inputs_finite(check_finite_inputs, {"teacher_output": teacher_output})
     return sinkhorn(teacher_output.float(), epsilon=teacher_temp, iterations=n_iterations,
                     process_group=default_process_group(process_group), backend=backend,
@@ -73,6 +81,13 @@ def ibot_sinkhorn_knopp_teacher(
     ``check_finite_inputs``: raise ValueError if ``teacher_output`` or
     ``n_masked_patches_tensor`` holds NaN or ±inf (one host sync); by default the codes are
     then NaN (DINOv2's are NaN or ±inf, or finite for a -inf logit)."""
+    _check_arguments(teacher_output, teacher_temp, n_iterations)
+    if not isinstance(n_masked_patches_tensor, torch.Tensor) or n_masked_patches_tensor.dtype == torch.bool \
+            or n_masked_patches_tensor.is_complex():
+        raise TypeError("n_masked_patches_tensor must be a real torch.Tensor holding this rank's count of masked "
+                        f"patches, got {type(n_masked_patches_tensor).__name__}"
+                        + (f" of {n_masked_patches_tensor.dtype}" if isinstance(n_masked_patches_tensor, torch.Tensor)
+                           else ""))
     if check_finite_inputs:  # one stack of flags, so the count joins the logits' device
         check_inputs_finite(True, {"teacher_output": teacher_output,
                                    "n_masked_patches_tensor": n_masked_patches_tensor.to(teacher_output.device)})

@@ -36,7 +36,8 @@ from torch import Tensor, nn
 
 from ..loss import sinkhorn as _sinkhorn
 from ..loss import swav_loss
-from ._common import check_inputs_finite, default_process_group
+from ..validation import check_iterations, check_positive_float, check_same_device
+from ._common import check_inputs_finite, check_scores, check_views, default_process_group, named_entries
 from ._patching import Patch, everywhere, import_trainer
 
 __all__ = ["SwaVLoss", "sinkhorn", "patch", "unpatch"]
@@ -63,11 +64,21 @@ def sinkhorn(
     default group (when torch.distributed is initialised). ``check_finite_inputs``
     (keyword only): raise ValueError if ``out`` holds NaN or ±inf (one host sync); by
     default non-finite scores give non-finite codes, as in lightly."""
+    check_scores("out", out)
+    check_iterations("iterations", iterations)
+    check_positive_float("epsilon", epsilon)
     check_inputs_finite(check_finite_inputs, {"out": out})
     codes = _sinkhorn(out, epsilon=epsilon, iterations=iterations,
                       process_group=_gather_group(gather_distributed), backend=backend,
                       check_finite_inputs=False)
     return codes.to(out.dtype)
+
+
+def _check_settings(temperature, sinkhorn_iterations, sinkhorn_epsilon) -> None:
+    """lightly's settings, named as in its ``SwaVLoss(...)``."""
+    check_positive_float("temperature", temperature)
+    check_iterations("sinkhorn_iterations", sinkhorn_iterations)
+    check_positive_float("sinkhorn_epsilon", sinkhorn_epsilon)
 
 
 def _forward(
@@ -77,23 +88,34 @@ def _forward(
     queue_outputs: Optional[List[Tensor]] = None,
 ) -> Tensor:
     """lightly's ``SwaVLoss.forward``: per-crop ``(B, K)`` scores → loss of shape ``(1,)``."""
-    high = list(high_resolution_outputs)
-    low = list(low_resolution_outputs)
-    if not high:
+    _check_settings(self.temperature, self.sinkhorn_iterations, self.sinkhorn_epsilon)
+    high_named = named_entries("high_resolution_outputs", high_resolution_outputs)
+    low_named = named_entries("low_resolution_outputs", low_resolution_outputs)
+    if not high_named:
         raise ValueError("high_resolution_outputs is empty; pass one (B, K) tensor per high-resolution crop")
+    if len(high_named) + len(low_named) < 2:
+        raise ValueError("high_resolution_outputs and low_resolution_outputs hold 1 crop in all; SwaV needs at "
+                         "least 2 crops (each is predicted from the others)")
+    first = check_views(high_named + low_named)
+    high = [tensor for _, tensor in high_named]
+    low = [tensor for _, tensor in low_named]
     queue_scores = None
     if queue_outputs is not None:
-        queue_outputs = list(queue_outputs)
+        queue_named = named_entries("queue_outputs", queue_outputs)
+        queue_outputs = [tensor for _, tensor in queue_named]
         if len(queue_outputs) != len(high):
             raise ValueError(
                 f"queue_outputs must hold one (L, K) tensor per high-resolution crop ({len(high)}), "
                 f"got {len(queue_outputs)}"
             )
-        if any(not isinstance(q, Tensor) or q.shape != queue_outputs[0].shape for q in queue_outputs):
-            raise ValueError(
-                "queue_outputs must be tensors of one shape (L, K), got shapes "
-                f"{[tuple(q.shape) if isinstance(q, Tensor) else type(q).__name__ for q in queue_outputs]}"
-            )
+        for name, queue in queue_named:
+            check_scores(name, queue)
+            check_same_device(name, queue, "high_resolution_outputs[0]", first)
+            if queue.shape != queue_outputs[0].shape or queue.shape[1] != first.shape[1]:
+                raise ValueError(
+                    f"queue_outputs must be tensors of one shape (L, K={first.shape[1]}, the K of "
+                    f"high_resolution_outputs[0]), got shapes {[tuple(q.shape) for q in queue_outputs]}"
+                )
         queue_scores = torch.stack([q.detach() for q in queue_outputs])
     check_inputs_finite(getattr(self, "check_finite_inputs", False), {
         "high_resolution_outputs": high, "low_resolution_outputs": low, "queue_outputs": queue_outputs})
@@ -140,6 +162,7 @@ class SwaVLoss(nn.Module):
         check_finite_inputs: bool = False,
     ):
         super().__init__()
+        _check_settings(temperature, sinkhorn_iterations, sinkhorn_epsilon)
         if sinkhorn_gather_distributed and not dist.is_available():
             raise ValueError(
                 "sinkhorn_gather_distributed is True but torch.distributed is not available; "

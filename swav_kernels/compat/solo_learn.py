@@ -38,7 +38,8 @@ import torch
 from torch import nn
 
 from ..loss import sinkhorn, swapped_prediction_loss
-from ._common import check_inputs_finite, default_process_group, loss_dtype
+from ..validation import check_iterations, check_positive_float, check_same_device, check_tensor
+from ._common import check_inputs_finite, check_scores, check_views, default_process_group, loss_dtype, named_entries
 from ._patching import Patch, everywhere, import_trainer
 
 __all__ = ["SinkhornKnopp", "swav_loss_func", "patch", "unpatch"]
@@ -64,13 +65,23 @@ def swav_loss_func(
             holds NaN or ±inf (keyword only; one host sync). False (default): non-finite
             inputs give a non-finite loss, as in solo-learn.
     """
-    preds = list(preds)
-    assignments = list(assignments)
-    if len(preds) < 2:
-        raise ValueError(f"preds must hold at least 2 views (each is predicted from the others), got {len(preds)}")
-    if not assignments:
+    preds_named = named_entries("preds", preds)
+    assignments_named = named_entries("assignments", assignments)
+    if len(preds_named) < 2:
+        raise ValueError(f"preds must hold at least 2 views (each is predicted from the others), got {len(preds_named)}")
+    if not assignments_named:
         raise ValueError("assignments is empty; pass the (B, K) codes of at least one view")
-    assignments = assignments[: len(preds)]
+    check_positive_float("temperature", temperature)
+    first = check_views(preds_named)
+    assignments_named = assignments_named[: len(preds_named)]
+    for name, codes in assignments_named:
+        check_tensor(name, codes, 2)
+        check_same_device(name, codes, "preds[0]", first)
+        if codes.shape != first.shape:
+            raise ValueError(f"{name} has shape {tuple(codes.shape)} but preds[0] has {tuple(first.shape)}; each "
+                             "assignment holds the (B, K) codes of one view")
+    preds = [tensor for _, tensor in preds_named]
+    assignments = [tensor for _, tensor in assignments_named]
     check_inputs_finite(check_finite_inputs, {"preds": preds, "assignments": assignments})
     codes = torch.stack([a.detach() for a in assignments])
     loss = swapped_prediction_loss(preds, codes, range(len(assignments)), temperature, backend,
@@ -78,9 +89,17 @@ def swav_loss_func(
     return loss.to(loss_dtype(preds[0], assignments[0]))
 
 
+def _check_knopp_settings(num_iters, epsilon) -> None:
+    """solo-learn's ``SinkhornKnopp`` settings, named as in its constructor."""
+    check_iterations("num_iters", num_iters)
+    check_positive_float("epsilon", epsilon)
+
+
 @torch.no_grad()
 def _sinkhorn_knopp_forward(self, Q: torch.Tensor) -> torch.Tensor:
     """Codes ``(N, K)`` of scores ``Q (N, K)``, in Q's dtype."""
+    check_scores("Q", Q)
+    _check_knopp_settings(self.num_iters, self.epsilon)
     check_inputs_finite(getattr(self, "check_finite_inputs", False), {"Q": Q})
     codes = sinkhorn(Q, epsilon=self.epsilon, iterations=self.num_iters,
                      process_group=default_process_group(), backend=getattr(self, "backend", "auto"),
@@ -103,6 +122,7 @@ class SinkhornKnopp(nn.Module):
     def __init__(self, num_iters: int = 3, epsilon: float = 0.05, world_size: int = 1, *, backend: str = "auto",
                  check_finite_inputs: bool = False):
         super().__init__()
+        _check_knopp_settings(num_iters, epsilon)
         self.num_iters = num_iters
         self.epsilon = epsilon
         self.world_size = world_size
