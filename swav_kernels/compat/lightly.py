@@ -24,6 +24,18 @@ of one length.
 
 ``patch()`` makes lightly's own ``SwaVLoss`` (instances made before the call included) and
 ``sinkhorn`` run through swav_kernels; ``unpatch()`` restores them.
+
+Where each entry point works, and what it was tested against (torch 2.14.1):
+
+- The drop-ins ``SwaVLoss`` and ``sinkhorn`` work everywhere (they import nothing of lightly).
+  They are compared with lightly 1.6.0's own ``lightly/loss/swav_loss.py``, loaded directly as a
+  file from the installed package (tests/compat_upstream.py).
+- ``patch()`` imports lightly's package (``lightly.loss.swav_loss``). Tested with lightly 1.6.0
+  installed by ``pip install --no-deps lightly==1.6.0`` (its loss imports torch only): the
+  package imports, and the patched lightly loss equals the drop-in bit for bit. Installing lightly
+  with its requirements takes torchvision, which must be the release for your torch (see
+  ``swav-train --help``). Its errors say whether lightly is missing or installed with a failing
+  import (quoting that import's error), and name the drop-ins.
 """
 from __future__ import annotations
 
@@ -38,7 +50,7 @@ from ..loss import sinkhorn as _sinkhorn
 from ..loss import swav_loss
 from ..validation import check_iterations, check_positive_float, check_same_device
 from ._common import check_inputs_finite, check_scores, check_views, default_process_group, named_entries
-from ._patching import Patch, everywhere, import_trainer
+from ._patching import Patch, Trainer, everywhere, import_trainer
 
 __all__ = ["SwaVLoss", "sinkhorn", "patch", "unpatch"]
 
@@ -185,13 +197,22 @@ class SwaVLoss(nn.Module):
 
 _PATCH = Patch()
 
+LIGHTLY = Trainer(
+    name="lightly",
+    distribution="lightly",
+    works_with=("lightly 1.6.0 (tested on torch 2.14.1), installed without its requirements so that your torch and "
+                "torchvision stay: pip install --no-deps lightly==1.6.0"),
+    drop_in="from swav_kernels.compat.lightly import SwaVLoss, sinkhorn (lightly's signatures)",
+)
+
 
 def patch() -> bool:
     """Make lightly's ``SwaVLoss`` and ``sinkhorn`` run through swav_kernels.
 
     Replaces ``SwaVLoss.forward`` on lightly's class (existing instances included) and
-    ``sinkhorn`` wherever lightly's modules hold it. Returns False if already patched."""
-    module = import_trainer("lightly.loss.swav_loss", "pip install lightly")
+    ``sinkhorn`` wherever lightly's modules hold it. Returns False if already patched.
+    ImportError where lightly does not import, saying what failed and naming the drop-ins."""
+    module = import_trainer("lightly.loss.swav_loss", LIGHTLY)
     swaps = everywhere(module.sinkhorn, sinkhorn, "lightly")
     swaps.append((module.SwaVLoss, "forward", _forward))
     return _PATCH.apply(swaps)

@@ -29,6 +29,22 @@ the true world size and ranks hold equal rows).
 
 ``patch()`` swaps solo-learn's ``swav_loss_func`` (wherever it was imported) and
 ``SinkhornKnopp.forward`` for these; ``unpatch()`` restores them.
+
+Where each entry point works, and what it was tested against (torch 2.14.1):
+
+- The drop-ins ``swav_loss_func`` and ``SinkhornKnopp`` work everywhere: they import nothing of
+  solo-learn. They are compared with solo-learn 1.0.2's own ``solo/losses/swav.py`` and
+  ``solo/utils/sinkhorn_knopp.py``, loaded directly as files from the installed package
+  (``pip install --no-deps solo-learn==1.0.2``; tests/compat_upstream.py), not imported.
+- ``patch()`` imports solo-learn's package (``solo.losses.swav``, which imports ``solo`` and its
+  training stack). solo-learn 1.0.2, the only release on PyPI, cannot be imported beside a torch
+  this package supports: it pins torch 1.9.1 and pytorch-lightning 1.4.7 and needs pl_bolts
+  (lightning-bolts). ``patch()`` works with solo-learn's repository (main; tested at commit
+  9187ea3) and its own requirements, lightning 2.1.2, torchmetrics < 0.12 and setuptools < 81
+  (``pkg_resources``, which its ``setup.py`` and lightning 2.1.2 import): there solo-learn's own
+  ``tests/methods/test_swav.py`` trains through the patched loss (2 loss and 4 Sinkhorn calls
+  reach swav_kernels). Its errors say whether solo-learn is missing or installed with a failing
+  import (quoting that import's error), and name the drop-ins.
 """
 from __future__ import annotations
 
@@ -40,7 +56,7 @@ from torch import nn
 from ..loss import sinkhorn, swapped_prediction_loss
 from ..validation import check_iterations, check_positive_float, check_same_device, check_tensor
 from ._common import check_inputs_finite, check_scores, check_views, default_process_group, loss_dtype, named_entries
-from ._patching import Patch, everywhere, import_trainer
+from ._patching import Patch, Trainer, everywhere, import_trainer
 
 __all__ = ["SinkhornKnopp", "swav_loss_func", "patch", "unpatch"]
 
@@ -135,11 +151,34 @@ class SinkhornKnopp(nn.Module):
 _PATCH = Patch()
 
 
+def _known_failure(version, error) -> str | None:
+    if version == "1.0.2":
+        return ("solo-learn 1.0.2, the only release on PyPI, pins torch 1.9.1 and pytorch-lightning 1.4.7 and needs "
+                "pl_bolts (lightning-bolts), so it does not import beside the torch >= 2.11 that swav_kernels needs "
+                "(installing its requirements would replace torch).")
+    return None
+
+
+SOLO_LEARN = Trainer(
+    name="solo-learn",
+    distribution="solo-learn",
+    works_with=("solo-learn's repository (main; tested at commit 9187ea3 on torch 2.14.1) and its requirements "
+                "lightning 2.1.2, torchmetrics < 0.12 and setuptools < 81: pip install 'setuptools<81' "
+                "'lightning==2.1.2' 'torchmetrics<0.12' einops hydra-core timm scipy scikit-learn torch=={torch} "
+                "(and torchvision's release for that torch), then pip install --no-build-isolation --no-deps git+https://github.com/vturrisi/solo-learn.git"),
+    drop_in=("from swav_kernels.compat.solo_learn import swav_loss_func, SinkhornKnopp (solo-learn's signatures; call "
+             "them where solo-learn's SwAV method does)"),
+    known_failure=_known_failure,
+)
+
+
 def patch() -> bool:
     """Make solo-learn's ``swav_loss_func`` and ``SinkhornKnopp`` run through swav_kernels.
-    Returns False if already patched."""
-    losses = import_trainer("solo.losses.swav", "pip install solo-learn")
-    knopp = import_trainer("solo.utils.sinkhorn_knopp", "pip install solo-learn")
+    Returns False if already patched. Needs an importable solo-learn (its repository's main with
+    lightning 2.1.2, torchmetrics < 0.12, setuptools < 81; not the 1.0.2 release): ImportError
+    otherwise, saying what failed and naming the drop-ins, which need no solo-learn."""
+    losses = import_trainer("solo.losses.swav", SOLO_LEARN)
+    knopp = import_trainer("solo.utils.sinkhorn_knopp", SOLO_LEARN)
     swaps = everywhere(losses.swav_loss_func, swav_loss_func, "solo")
     swaps.append((knopp.SinkhornKnopp, "forward", _sinkhorn_knopp_forward))
     return _PATCH.apply(swaps)

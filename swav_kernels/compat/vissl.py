@@ -30,6 +30,21 @@ replacement and ``1e-12`` padding of empty prototypes have nothing to do).
 
 ``patch()`` makes VISSL's own ``SwAVCriterion.forward`` run through swav_kernels (configs
 with ``shk_powerlaw`` keep VISSL's code); ``unpatch()`` restores it.
+
+Where each entry point works, and what it was tested against (torch 2.14.1):
+
+- The drop-ins ``SwAVLoss`` and ``SwAVCriterion`` work everywhere (they import nothing of
+  VISSL). They are compared with VISSL 0.1.6's own ``vissl/losses/swav_loss.py`` and
+  ``distibuted_sinkhornknopp.py``, loaded directly as files from the installed package with
+  classy_vision's loss registry and iopath stubbed (tests/compat_upstream.py).
+- ``patch()`` imports VISSL's package (``vissl.losses.swav_loss``), which no VISSL release
+  allows beside a torch this package supports: VISSL 0.1.6 (the last release) needs fvcore,
+  iopath, hydra-core 1.0.7 and setuptools < 81, and with them its bundled classy_vision still
+  fails at import (it imports ``torchvision.datasets.kinetics.Kinetics400``, which torchvision
+  0.29.1 does not have; measured). So ``patch()`` was tested only on VISSL's loss module loaded
+  as in the tests; it applies wherever VISSL imports (an older stack, or a fork). Its errors say
+  whether VISSL is missing or installed with a failing import (quoting that import's error), and
+  name the drop-in.
 """
 from __future__ import annotations
 
@@ -45,7 +60,7 @@ from ..loss import sinkhorn, swapped_prediction_loss
 from ..validation import (check_crops_for_assign, check_iterations, check_n_crops, check_positive_float,
                           check_same_device, check_tensor)
 from ._common import check_inputs_finite, check_scores, default_process_group
-from ._patching import Patch, import_trainer
+from ._patching import Patch, Trainer, import_trainer
 
 __all__ = ["SwAVCriterion", "SwAVLoss", "patch", "unpatch"]
 
@@ -279,10 +294,32 @@ class SwAVLoss(nn.Module):
 _PATCH = Patch()
 
 
+def _known_failure(version, error) -> str | None:
+    if "Kinetics400" in str(error):
+        return ("VISSL's bundled classy_vision imports torchvision.datasets.kinetics.Kinetics400, which the "
+                "torchvision releases for the torch >= 2.11 that swav_kernels needs do not have (measured: 0.29.1).")
+    if version == "0.1.6":
+        return ("VISSL 0.1.6 needs fvcore, iopath, hydra-core 1.0.7 and setuptools < 81, and even with them its "
+                "bundled classy_vision fails at import beside torchvision 0.29.1 (no Kinetics400).")
+    return None
+
+
+VISSL = Trainer(
+    name="VISSL",
+    distribution="vissl",
+    works_with=("a VISSL that imports beside your torch {torch}; no release does beside torch >= 2.11 (0.1.6 measured "
+                "with torchvision 0.29.1), so patch() was tested only on VISSL 0.1.6's loss module loaded directly"),
+    drop_in=("from swav_kernels.compat.vissl import SwAVLoss (SwAVLoss(loss_config) with VISSL's config keys and "
+             "forward(output, target))"),
+    known_failure=_known_failure,
+)
+
+
 def patch() -> bool:
     """Make VISSL's ``SwAVCriterion.forward`` run through swav_kernels. Returns False if
-    already patched."""
-    module = import_trainer("vissl.losses.swav_loss", "install VISSL (pip install vissl)")
+    already patched. ImportError where VISSL does not import (no release does beside a
+    supported torch), saying what failed and naming the drop-in."""
+    module = import_trainer("vissl.losses.swav_loss", VISSL)
     original = module.SwAVCriterion.forward
 
     def forward(self, scores, head_id):
