@@ -114,10 +114,18 @@ def torchvision_problem() -> tuple[str, str | None] | None:
         return reason, None if command is None else f"pip uninstall -y torchvision && {command}"
 
 
+def _findable(module: str) -> bool:
+    """Whether ``module`` can be found (without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # an import hook refusing it, or a spec-less entry in sys.modules
+        return False
+
+
 def others_problem() -> tuple[str, str] | None:
     """None when timm, scikit-learn, matplotlib and tqdm import; else (which do not, the pip
     command that installs them and keeps the installed torch)."""
-    absent = [name for module, name in OTHERS.items() if importlib.util.find_spec(module) is None]
+    absent = [name for module, name in OTHERS.items() if not _findable(module)]
     if not absent:
         return None
     return (f"swav-train needs {' and '.join(absent)} (torch pinned so that pip keeps it)",
