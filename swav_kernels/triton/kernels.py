@@ -61,14 +61,30 @@ class TritonKernels:
         """The checks of every primitive of a scores-path call, made once when its plan is prepared."""
         self._rows(rows)
 
+    # ---- split counts the ops' fakes need (fixed rules of the shapes, swav_kernels.triton.tiles) ----
+
+    def row_splits(self, rows) -> int:
+        """R, the prototype ranges ``sinkhorn_row_step`` writes for ``rows``."""
+        from .rows import RowShape
+        from .sinkhorn_row import row_split_count
+
+        return row_split_count(RowShape.of(rows))
+
+    def code_splits(self, rows, row_lse: bool) -> int:
+        """S, the prototype ranges ``sinkhorn_codes`` writes mass and projection partials for."""
+        from .rows import RowShape
+        from .sinkhorn_codes import code_split_count
+
+        return code_split_count(RowShape.of(rows), row_lse)
+
     # ---- family 2: Sinkhorn ------------------------------------------------------------------
 
-    def sinkhorn_column_step(self, rows, inv_eps, row_potential):
+    def sinkhorn_column_step(self, rows, inv_eps, row_stats):
         from .sinkhorn_column import column_step
 
         self._rows(rows)
-        checks.check_row_potential(row_potential, rows)
-        return column_step(rows, checks.check_finite_float("inv_eps", inv_eps, positive=True), row_potential)
+        checks.check_row_stats(row_stats, rows)
+        return column_step(rows, checks.check_finite_float("inv_eps", inv_eps, positive=True), row_stats)
 
     def sinkhorn_row_step(self, rows, inv_eps, columns):
         from .sinkhorn_row import row_step
@@ -77,12 +93,15 @@ class TritonKernels:
         checks.check_column_stats(columns, rows)
         return row_step(rows, checks.check_finite_float("inv_eps", inv_eps, positive=True), columns)
 
-    def sinkhorn_codes(self, rows, inv_eps, columns, normalize_rows):
+    def sinkhorn_codes(self, rows, inv_eps, columns, row_stats, normalize_rows):
         from .sinkhorn_codes import codes
 
         self._rows(rows)
         checks.check_column_stats(columns, rows)
-        return codes(rows, checks.check_finite_float("inv_eps", inv_eps, positive=True), columns,
+        checks.check_row_stats(row_stats, rows)
+        if row_stats is not None and not normalize_rows:
+            raise ValueError("row_stats give the codes' row normalisation: pass normalize_rows=True with them")
+        return codes(rows, checks.check_finite_float("inv_eps", inv_eps, positive=True), columns, row_stats,
                      bool(normalize_rows))
 
     # ---- families 1 and 3: the loss ------------------------------------------------------------
