@@ -231,7 +231,8 @@ def test_no_requested_peer_that_can_run_is_an_error(tmp_path, registry_copy):
                                      "absent-graph", "--out", str(tmp_path)])
     assert code == 1
     assert "backend absent not run for float32: needs a GPU" in text
-    assert "swav-bench: exit 1: no requested peer ran (the notes above say why)" in err
+    assert ("swav-bench: exit 1: no requested peer ran: absent (float32): needs a GPU; "
+            "absent-graph (float32): needs a GPU") in err
     assert json.loads((tmp_path / "results.json").read_text())["results"] == []
 
 

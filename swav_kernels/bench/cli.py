@@ -236,7 +236,7 @@ def _run(parser: argparse.ArgumentParser, args, device: torch.device) -> int:
     text, plots, notes = _report(meta, records, args.out, draw=not args.no_plots)
     write_json(json_path, {**meta, "complete": True, "plots": plots, "notes": notes}, records)
     print(text)
-    status, why = verdict(records)
+    status, why = verdict(records, meta)
     if why:
         print(f"swav-bench: exit {status}: {why}", file=sys.stderr, flush=True)
     return status
@@ -246,11 +246,21 @@ def _row_name(r: dict) -> str:
     return f"{r['peer']} {r['shape']} {r['dtype']} {r['op']} {r['pass']}"
 
 
-def verdict(records: list[dict]) -> tuple[int, str | None]:
+def _why_not_run(peer: str, dtype: str, meta: dict) -> str | None:
+    """Why ``peer`` did not run for ``dtype``: its own reason, else its backend's (``-scores``, ``-graph``)."""
+    reason = (meta.get("peers_not_run") or {}).get(dtype, {}).get(peer)
+    backend = peer.removesuffix(SCORES_SUFFIX).removesuffix(GRAPH_SUFFIX)
+    return reason or meta["backends"].get(dtype, {}).get(backend)
+
+
+def verdict(records: list[dict], meta: dict) -> tuple[int, str | None]:
     """(exit status, why it is not 0): 1 when no peer ran at all, or when a row of this package's
     backends failed (wrong result, non-finite output, or an error); plain peers fail nothing."""
     if not any(r["status"] in ("ok", "failed") for r in records):
-        return 1, "no requested peer ran (the notes above say why)"
+        requested = meta["settings"].get("peers") or []
+        reasons = [f"{peer} ({dtype}): {why}" for dtype in meta["backends"] for peer in requested
+                   if (why := _why_not_run(peer, dtype, meta)) is not None]
+        return 1, "no requested peer ran" + (f": {'; '.join(reasons)}" if reasons else "")
     failed = [r for r in records if r["status"] == "failed" and is_ours(r["peer"])]
     if failed:
         rows = "; ".join(f"{_row_name(r)}: {r['reason']}" for r in failed)
