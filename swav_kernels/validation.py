@@ -15,9 +15,16 @@ import torch
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def _is_compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and compiler.is_compiling())
+_is_compiling = torch.compiler.is_compiling  # True while torch.compile traces the caller
+
+# torch.backends.cuda.matmul.allow_tf32 is read through a module __getattr__ that first raises and
+# catches an AttributeError (≈ 1 µs); the function behind it is read directly where there is one.
+_get_allow_tf32 = getattr(torch._C, "_get_cublas_allow_tf32", None)
+
+
+def tf32_allowed() -> bool:
+    """``torch.backends.cuda.matmul.allow_tf32``: whether fp32 matmuls may use TF32 tensor cores."""
+    return _get_allow_tf32() if _get_allow_tf32 is not None else torch.backends.cuda.matmul.allow_tf32
 
 
 def check_tensor(name: str, value, ndim: int | Sequence[int]) -> torch.Tensor:
