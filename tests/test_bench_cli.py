@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+import swav_kernels.loss as loss
 import swav_kernels.registry as registry
 from kernel_oracle import OracleKernels
 from swav_kernels.backend import Backend
@@ -132,6 +133,7 @@ def registry_copy(monkeypatch):
     """The backend registry's tables, restored after the test (backends added here vanish)."""
     for table in ("_LOADERS", "_INSTANCES", "_LOAD_ERRORS", "_RESOLVED"):
         monkeypatch.setattr(registry, table, dict(getattr(registry, table)))
+    monkeypatch.setattr(loss, "_PREPARED", {})  # swav_loss's prepared calls hold the backend they resolved
     return registry._LOADERS
 
 
