@@ -72,6 +72,13 @@ def _load(name: str) -> Backend | None:
     return _INSTANCES.get(name)
 
 
+def _load_backends(*names: str) -> None:
+    """Load ``names`` now rather than at first use (their loaders are cheap): a torch.compile trace that
+    found them unloaded would load them and then fail its own guard on the registry."""
+    for name in names:
+        _load(name)
+
+
 def unavailable_reason(name: str, device: torch.device, dtype: torch.dtype) -> str | None:
     """None when backend ``name`` runs on ``device`` with ``dtype``; else the reason why not."""
     backend = _load(name)
@@ -92,7 +99,8 @@ def check_backend_name(name) -> str:
 
 def resolve_backend(name: str, device: torch.device, dtype: torch.dtype) -> Backend:
     """The backend that will run tensors of ``dtype`` on ``device`` for ``backend=name``;
-    resolved (and ``name`` checked) once per (name, device, dtype) and cached."""
+    resolved (and ``name`` checked) once per (name, device, dtype) and cached (not while torch.compile
+    traces: the cache growing under a compiled function would fail its guard and compile it again)."""
     key = (name, device, dtype)
     try:
         backend = _RESOLVED.get(key)
@@ -100,7 +108,9 @@ def resolve_backend(name: str, device: torch.device, dtype: torch.dtype) -> Back
         check_backend_name(name)
         raise
     if backend is None:
-        backend = _RESOLVED[key] = _resolve(name, device, dtype)
+        backend = _resolve(name, device, dtype)
+        if not torch.compiler.is_compiling():
+            _RESOLVED[key] = backend
     return backend
 
 

@@ -1,8 +1,8 @@
-"""Counting what a call would launch and where it would wait, on a machine without a GPU.
+"""Counting what a call would launch and where it would wait, on a machine without a GPU (and on one).
 
 ``DeviceWork`` is a dispatch mode that records every ATen op that reaches it, except those run
 inside a Triton kernel launch (the interpreter computes kernels with torch ops of its own), and
-counts each Triton launch (interpreted, ``TRITON_INTERPRET=1``) once. An ATen op counts as a
+counts each Triton launch (interpreted under ``TRITON_INTERPRET=1``, compiled on a GPU) once. An ATen op counts as a
 device launch unless it only makes a view or allocates memory. Separately it records what would
 make the host wait for the device or build host tensors per call: ``.item()`` and friends,
 branches on a tensor's value, and tensors made from Python data.
@@ -63,24 +63,33 @@ class DeviceWork:
 
     def __enter__(self):
         from triton.runtime.interpreter import InterpretedFunction
+        from triton.runtime.jit import JITFunction
+
+        from swav_kernels.triton import launcher
 
         work = self
-        self._original_run = InterpretedFunction.run
+        self._patched = [(InterpretedFunction, "run", InterpretedFunction.run), (JITFunction, "run", JITFunction.run),
+                         (launcher, "hooks_installed", launcher.hooks_installed)]
 
-        def counted_run(function, *args, **kwargs):
-            if kwargs.get("warmup"):
-                return work._original_run(function, *args, **kwargs)
-            with work._kernel(function.fn.__name__):
-                return work._original_run(function, *args, **kwargs)
+        def counting(original):
+            def counted_run(function, *args, **kwargs):
+                if kwargs.get("warmup"):
+                    return original(function, *args, **kwargs)
+                with work._kernel(function.fn.__name__):
+                    return original(function, *args, **kwargs)
+            return counted_run
 
-        InterpretedFunction.run = counted_run
+        InterpretedFunction.run = counting(InterpretedFunction.run)
+        JITFunction.run = counting(JITFunction.run)
+        # prepared calls take their kernel[grid] path, whose launches are the direct path's
+        # (tests/test_null_driver.py holds them equal byte for byte), so that every launch is seen
+        launcher.hooks_installed = lambda: True
         self._mode.__enter__()
         return self
 
     def __exit__(self, *exc):
-        from triton.runtime.interpreter import InterpretedFunction
-
-        InterpretedFunction.run = self._original_run
+        for owner, name, original in self._patched:
+            setattr(owner, name, original)
         return self._mode.__exit__(*exc)
 
 

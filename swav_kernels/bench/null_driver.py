@@ -25,17 +25,32 @@ _LIBRARY = None
 
 
 class Launch(NamedTuple):
-    """One launch as the driver saw it."""
+    """One launch as the driver saw it; ``parameters``: the bytes of its kernel parameters, in order,
+    for kernels named to ``expect_parameters`` (else empty)."""
 
     name: str
     grid: tuple[int, int, int]
     block: tuple[int, int, int]
     shared_bytes: int
+    parameters: bytes
 
 
 class _Record(ctypes.Structure):
     _fields_ = [("grid", ctypes.c_uint * 3), ("block", ctypes.c_uint * 3), ("shared_bytes", ctypes.c_uint),
-                ("name", ctypes.c_char * 96)]
+                ("name", ctypes.c_char * 96), ("param_bytes", ctypes.c_uint), ("params", ctypes.c_ubyte * 512)]
+
+
+_SIZES = {"i1": 1, "u1": 1, "i8": 1, "u8": 1, "i16": 2, "u16": 2, "fp16": 2, "bf16": 2, "i32": 4, "u32": 4,
+          "fp32": 4, "f32": 4, "i64": 8, "u64": 8, "fp64": 8, "f64": 8}
+
+
+def expect_parameters(compiled) -> None:
+    """Record the parameter bytes of every later launch of Triton's ``compiled`` kernel: its
+    non-constexpr arguments as compiled (pointers 8 bytes, scalars by type), then the two scratch
+    pointers Triton's launchers append."""
+    sizes = [8 if kind.startswith("*") else _SIZES[kind]
+             for kind in compiled.src.signature.values() if kind != "constexpr"] + [8, 8]
+    _LIBRARY.null_expect_parameters(compiled.function, len(sizes), bytes(sizes))
 
 
 def _build(directory: str) -> str:
@@ -77,14 +92,15 @@ def activate(capability: tuple[int, int] = (9, 0), multiprocessors: int = 132) -
         _LIBRARY.null_launch_count.restype = ctypes.c_long
         _LIBRARY.null_launch_record.restype = ctypes.POINTER(_Record)
         _LIBRARY.null_launch_record.argtypes = [ctypes.c_long]
+        _LIBRARY.null_expect_parameters.argtypes = [ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
         _install_triton_driver(capability)
     _LIBRARY.null_set_device(capability[0], capability[1], multiprocessors)
-    _DEVICE[0] = capability
+    _DEVICE[0] = tuple(capability)
     launch.use_null_device(launch.NullDevice(capability=10 * capability[0] + capability[1],
                                              multiprocessors=multiprocessors))
 
 
-_DEVICE = [None]
+_DEVICE = [None]  # (major, minor) of the device the driver reports
 
 
 def _install_triton_driver(capability: tuple[int, int]) -> None:
@@ -124,5 +140,6 @@ def launches(since: int = 0) -> list[Launch]:
         record = _LIBRARY.null_launch_record(index)
         if record:
             r = record.contents
-            found.append(Launch(r.name.decode(), tuple(r.grid), tuple(r.block), int(r.shared_bytes)))
+            found.append(Launch(r.name.decode(), tuple(r.grid), tuple(r.block), int(r.shared_bytes),
+                                bytes(r.params[:r.param_bytes])))
     return found

@@ -11,12 +11,21 @@
 #include <string.h>
 
 typedef int CUresult;
-enum { NULL_RECORDS = 4096, NULL_NAME = 96, NULL_FUNCTIONS = 512 };
+enum { NULL_RECORDS = 4096, NULL_NAME = 96, NULL_FUNCTIONS = 512, NULL_PARAMS = 64, NULL_PARAM_BYTES = 512 };
 
 typedef struct {
   unsigned grid[3], block[3], shared_bytes;
   char name[NULL_NAME];
+  unsigned param_bytes;                 /* bytes of params copied: 0 unless the loader gave the sizes */
+  unsigned char params[NULL_PARAM_BYTES];
 } NullLaunch;
+
+typedef struct {                        /* a loaded kernel: its handle is this record's address */
+  char name[NULL_NAME];
+  long module;
+  int param_count;                      /* its parameter sizes, given by the loader (0: not recorded) */
+  unsigned char param_sizes[NULL_PARAMS];
+} NullFunction;
 
 /* the leading fields of CUlaunchConfig (cuda.h) */
 typedef struct {
@@ -24,9 +33,10 @@ typedef struct {
 } NullLaunchConfig;
 
 static int device_major = 9, device_minor = 0, device_sms = 132;
-static char function_names[NULL_FUNCTIONS][NULL_NAME];
+static NullFunction functions[NULL_FUNCTIONS];
 static int function_count;
-static int context_token, module_token;
+static long module_count;
+static int context_token;
 static long launch_count;
 static NullLaunch records[NULL_RECORDS];
 
@@ -36,6 +46,14 @@ long null_launch_count(void) { return launch_count; }
 const NullLaunch *null_launch_record(long index) {
   if (index < 0 || index >= launch_count || launch_count - index > NULL_RECORDS) return 0;
   return &records[index % NULL_RECORDS];
+}
+
+/* record the parameters of kernel `function` (a handle) from now on: `count`, of `sizes` bytes each */
+void null_expect_parameters(uint64_t function, int count, const unsigned char *sizes) {
+  NullFunction *record = (NullFunction *)(uintptr_t)function;
+  if (record < functions || record >= functions + function_count) return;
+  record->param_count = count < NULL_PARAMS ? count : NULL_PARAMS;
+  memcpy(record->param_sizes, sizes, record->param_count);
 }
 
 /* ---- the driver API Triton's launcher uses (triton 3.6 to 3.9) ---- */
@@ -73,24 +91,30 @@ CUresult cuFuncGetAttribute(int *value, int attribute, void *function) {
 CUresult cuFuncSetAttribute(void *function, int attribute, int value) { return 0; }
 CUresult cuFuncSetCacheConfig(void *function, int config) { return 0; }
 CUresult cuGetErrorString(CUresult error, const char **text) { *text = "null driver"; return 0; }
-CUresult cuModuleLoadData(void **module, const void *image) { *module = &module_token; return 0; }
+/* a module handle is a number, one per load: the same kernel name in two modules is two functions */
+CUresult cuModuleLoadData(void **module, const void *image) { *module = (void *)(uintptr_t)++module_count; return 0; }
 CUresult cuModuleUnload(void *module) { return 0; }
 
-/* a function handle is the address of its name, so that launches can be told apart */
 CUresult cuModuleGetFunction(void **function, void *module, const char *name) {
+  long id = (long)(uintptr_t)module;
   for (int i = 0; i < function_count; ++i)
-    if (strncmp(function_names[i], name, NULL_NAME - 1) == 0) { *function = function_names[i]; return 0; }
-  int slot = function_count < NULL_FUNCTIONS ? function_count++ : NULL_FUNCTIONS - 1;
-  strncpy(function_names[slot], name, NULL_NAME - 1);
-  *function = function_names[slot];
+    if (functions[i].module == id && strncmp(functions[i].name, name, NULL_NAME - 1) == 0) {
+      *function = &functions[i];
+      return 0;
+    }
+  NullFunction *record = &functions[function_count < NULL_FUNCTIONS ? function_count++ : NULL_FUNCTIONS - 1];
+  memset(record, 0, sizeof *record);
+  strncpy(record->name, name, NULL_NAME - 1);
+  record->module = id;
+  *function = record;
   return 0;
 }
 
 CUresult cuOccupancyMaxActiveClusters(int *clusters, void *function, const void *config) { *clusters = 1; return 0; }
 
-/* CU_POINTER_ATTRIBUTE_DEVICE_POINTER (2): the device address of a pointer is the pointer itself */
+/* CU_POINTER_ATTRIBUTE_DEVICE_POINTER (3): the device address of a pointer is the pointer itself */
 CUresult cuPointerGetAttribute(void *data, int attribute, uint64_t pointer) {
-  if (attribute == 2) *(uint64_t *)data = pointer;
+  if (attribute == 3) *(uint64_t *)data = pointer;
   return 0;
 }
 CUresult cuPointerGetAttributes(unsigned count, int *attributes, void **data, uint64_t pointer) { return 0; }
@@ -103,8 +127,16 @@ CUresult cuLaunchKernelEx(const NullLaunchConfig *config, void *function, void *
   record->grid[0] = config->gridDimX; record->grid[1] = config->gridDimY; record->grid[2] = config->gridDimZ;
   record->block[0] = config->blockDimX; record->block[1] = config->blockDimY; record->block[2] = config->blockDimZ;
   record->shared_bytes = config->sharedMemBytes;
-  strncpy(record->name, function ? (const char *)function : "", NULL_NAME - 1);
+  const NullFunction *kernel = (const NullFunction *)function;
+  strncpy(record->name, kernel ? kernel->name : "", NULL_NAME - 1);
   record->name[NULL_NAME - 1] = 0;
+  record->param_bytes = 0;
+  for (int i = 0; kernel && params && i < kernel->param_count; ++i) {
+    unsigned size = kernel->param_sizes[i];
+    if (record->param_bytes + size > NULL_PARAM_BYTES) break;
+    memcpy(record->params + record->param_bytes, params[i], size);
+    record->param_bytes += size;
+  }
   ++launch_count;
   return 0;
 }

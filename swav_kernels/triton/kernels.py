@@ -35,6 +35,12 @@ class TritonKernels:
     name = "triton"
 
     @property
+    def traceable(self) -> bool:
+        """Whether the ops on these kernels can be Triton ops that torch.compile traces into (not under
+        the interpreter, whose kernels torch cannot wrap)."""
+        return not interpreting()
+
+    @property
     def device_type(self) -> str:
         return kernel_device_type()
 

@@ -19,11 +19,13 @@ from __future__ import annotations
 import threading
 from typing import Any, NamedTuple, Sequence
 
+import torch
 from triton import knobs
 
 from .launch import interpreting
 
 _COMPILE_LOCK = threading.Lock()  # Triton's JIT cache and handle loading are not thread-safe
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 
 
 class Buffer(NamedTuple):
@@ -57,9 +59,14 @@ class PreparedLaunch:
         return self.kernel.fn.__name__
 
     def run_tensors(self, buffers: Sequence) -> None:
-        """Launch through ``kernel[grid]`` with ``buffers`` as tensors (they fill the placeholders)."""
+        """Launch through ``kernel[grid]`` with ``buffers`` as tensors (they fill the placeholders); while
+        torch traces (FakeTensors, functional tensors: a Triton op under torch.compile), through
+        ``torch.library.wrap_triton``, which records the launch in the graph."""
         arguments = [buffers[a.index] if type(a) is Buffer else a for a in self.arguments]
         if 0 in self.grid:
+            return
+        if any(type(a) not in _PLAIN_TENSORS for a in arguments if isinstance(a, torch.Tensor)):
+            torch.library.wrap_triton(self.kernel)[self.grid](*arguments, **self.constexprs)
             return
         compiled = self.kernel[self.grid](*arguments, **self.constexprs)
         if self.compiled is None and not interpreting():

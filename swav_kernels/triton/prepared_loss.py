@@ -19,7 +19,8 @@ from ..kernels import SinkhornRows
 from .embeddings_grad import BackwardShape, prepare_backward
 from .embeddings_loss import LossForwardShape, prepare_loss_forward
 from .launch import stream_getter
-from .launcher import Buffer, hooks_installed
+from . import launcher
+from .launcher import Buffer
 from .rows import RowShape
 from .scores_loss import prepare_scores_grad, prepare_scores_loss
 from .sinkhorn_codes import prepare_codes
@@ -88,7 +89,7 @@ class _Plan:
     def forward(self, inputs: tuple):
         """Run the forward launches; returns (loss, forward buffers for the backward)."""
         buffer = self.workspace.allocate(self.float32)
-        if self.fast and not hooks_installed():
+        if self.fast and not launcher.hooks_installed():
             base = buffer.data_ptr()
             addresses = tuple([t.data_ptr() for t in inputs] + [base + o for o in self.workspace.byte_offsets])
             stream = self.stream()
