@@ -18,6 +18,16 @@ from .launch import crops_fit, interpreting, kernel_device_type
 # Looked up once at import (without importing triton), never inside a torch.compile trace.
 _TRITON_MISSING = None if importlib.util.find_spec("triton") is not None else "triton is not installed"
 
+# Triton's interpreter stores bfloat16 as its uint16 bits and its tl.dot multiplies those bits as
+# integers (triton/runtime/interpreter.py, create_dot; Triton's debugging guide: the interpreter
+# "does not support operations on bfloat16"): the fused path's losses come out near 1e11. float16
+# and float32 are computed correctly there (tests/test_triton_backend.py checks them). The scores
+# path's kernels use no tl.dot and are right in bfloat16 too, but availability is decided per dtype
+# (``unavailable_reason(device, dtype)``), so bfloat16 is refused for both paths.
+INTERPRETER_BF16 = ("Triton's interpreter (TRITON_INTERPRET=1) computes tl.dot on bfloat16 operands from their raw "
+                    "bits, which gives wrong results; under the interpreter use float32 or float16 inputs, or run "
+                    "bfloat16 on a CUDA GPU (without TRITON_INTERPRET)")
+
 
 class TritonKernels:
     """Triton implementation of ``swav_kernels.kernels.Kernels``."""
@@ -39,9 +49,11 @@ class TritonKernels:
             return _TRITON_MISSING
         if dtype not in KERNEL_DTYPES:
             return f"the Triton kernels take float32, float16 or bfloat16, not {dtype}"
-        if device.type == kernel_device_type():
-            return None
-        return f"Triton kernels run on CUDA tensors (or on CPU under TRITON_INTERPRET=1), not on {device.type}"
+        if device.type != kernel_device_type():
+            return f"Triton kernels run on CUDA tensors (or on CPU under TRITON_INTERPRET=1), not on {device.type}"
+        if dtype == torch.bfloat16 and interpreting():
+            return INTERPRETER_BF16
+        return None
 
     def _rows(self, rows):
         checks.check_sinkhorn_rows(rows, self.device_type, "Triton")
