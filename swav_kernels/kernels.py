@@ -32,9 +32,9 @@ Design decisions (DESIGN.md §5a):
   twice instead). The row count N and the total of ``P /= sum(P)`` cancel in the codes for
   T ≥ 1, so no host value and no collective beyond the per-prototype sums is needed.
 * **Launch budget** (one fwd+bwd, T = 3, queue on, 2 assign crops, every launch counted):
-  fused path ≤ 12 = Sinkhorn 7 + loss forward 1 (its prototype split, where rows are few, merged
-  by the loss sum and the backward) + loss sum 1 + autograd's seed 1 + backward 1–2 (∂C's row
-  split merged by one more launch); scores path ≤ 10 = 6 + 1 + 1 + 1 + 1.
+  fused path ≤ 12, the Triton kernels 10 = Sinkhorn 7 + loss forward 1 (which adds the loss up
+  itself) + autograd's seed 1 + backward 1, whatever their splits; scores path ≤ 10, the Triton
+  kernels 9 = 6 + 1 + 1 + 1.
 * **Determinism.** No atomics: every reduction split across programs writes partials that
   are added in a fixed order; tile sizes and split counts come from fixed rules keyed on
   (rows, K, D, dtype, device), never from a timing race.

@@ -56,9 +56,9 @@ def compare_plan(plan, label: str, leaves, extra) -> list:
     if len(leaves) == 2:  # fused: z, queue or z, c, the loss; gradients of z and c
         z, c = leaves
         inputs = (z, z if queue is None else queue, c, torch.empty((), dtype=torch.float32))
-    else:  # scores: s, queued scores or s, s; gradient of s
+    else:  # scores: s, queued scores or s, s, the loss; gradient of s
         (s,) = leaves
-        inputs = (s, s if queue is None else queue, s)
+        inputs = (s, s if queue is None else queue, s, torch.empty((), dtype=torch.float32))
     results = []
     forward = plan.workspace.allocate(plan.float32)
     backward = plan.backward_workspace.allocate(plan.float32)

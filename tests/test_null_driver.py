@@ -21,9 +21,8 @@ if shutil.which("gcc") is None and shutil.which("cc") is None:
     pytest.skip("the null driver is built with a C compiler; none on PATH", allow_module_level=True)
 
 HERE = pathlib.Path(__file__).parent
-# DESIGN §5a's 12 and 10, less autograd's seed, and the scores path's loss sum (the fused loss forward adds
-# its loss up itself)
-TRITON_LAUNCHES = {"fused": 11, "scores": 8}
+# DESIGN §5a's 12 and 10, less autograd's seed (the loss kernels add the loss up themselves)
+TRITON_LAUNCHES = {"fused": 11, "scores": 9}
 ROW_STEPS = {"fused": 3, "scores": 2}  # T = 3: T − 1, plus one for the fused codes' row normalisation
 
 
@@ -81,8 +80,8 @@ null_driver.activate()
 from swav_kernels.triton.launcher import Buffer
 from swav_kernels.triton.scores_loss import prepare_scores_loss
 s, codes, out = torch.zeros(8, 16), torch.zeros(2, 2, 16), torch.zeros(3, 16)
-launch = prepare_scores_loss(8, 16, 2, 2, (0, 1), 10.0, *map(Buffer, range(5)))
-tensors = (s, codes, out[0], out[1], out[2])
+launch = prepare_scores_loss(8, 16, 2, 2, (0, 1), 10.0, *map(Buffer, range(7)))
+tensors = (s, codes, out[0], out[1], out[2], out[2, 0], torch.zeros(1, dtype=torch.int32))
 launch.run_tensors(tensors)
 null_driver.expect_parameters(launch.compiled)
 before = null_driver.launch_count()

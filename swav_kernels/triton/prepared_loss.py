@@ -22,7 +22,7 @@ from .launch import stream_getter
 from . import launcher
 from .launcher import Buffer
 from .rows import RowShape
-from .scores_loss import prepare_scores_grad, prepare_scores_loss
+from .scores_loss import prepare_scores_grad, prepare_scores_loss, scores_loss_programs
 from .sinkhorn_codes import code_split_count, prepare_codes
 from .sinkhorn_column import column_split_count, prepare_column_step
 from .sinkhorn_row import prepare_row_step, row_split_count
@@ -81,7 +81,6 @@ class _Plan:
     backward_launches: list
     workspace: Workspace
     backward_workspace: Workspace
-    loss_region: Buffer
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -95,34 +94,24 @@ class _Plan:
         if all(launch.ready for launch in launches):
             self.forward_direct = [launch.direct for launch in self.forward_launches]
             self.backward_direct = [launch.direct for launch in self.backward_launches]
-            if self.loss_region is not None:
-                index = self.loss_region.index - self.workspace.first_buffer
-                offset = self.workspace.offsets[index]
-                self.loss_slice = slice(offset, offset + self.workspace.shapes[index][0])
             self.fast = True
 
     def forward(self, inputs: tuple):
-        """Run the forward launches; returns (loss, forward buffers for the backward). The fused plan's
-        forward writes the loss itself (a 0-d output after the inputs); the scores plan's loss is the sum of
-        its rows' shares (``loss_region``)."""
+        """Run the forward launches; returns (loss, forward buffers for the backward). The loss kernel adds
+        the loss up itself into a 0-d output, the call's buffer after the inputs."""
         buffer = self.workspace.allocate(self.float32)
-        loss = self.float32.new_empty(()) if self.loss_region is None else None
-        if loss is not None:
-            inputs = inputs + (loss,)
+        loss = self.float32.new_empty(())
+        inputs = inputs + (loss,)
         if self.fast and not launcher.hooks_installed():
             base = buffer.data_ptr()
             addresses = tuple([t.data_ptr() for t in inputs] + [base + o for o in self.workspace.byte_offsets])
             stream = self.stream()
             for launch in self.forward_direct:
                 launch(stream, addresses)
-            if loss is None:
-                loss = buffer[self.loss_slice].sum()
             return loss, (buffer, None, addresses)
         tensors = inputs + self.workspace.views(buffer)
         for launch in self.forward_launches:
             launch.run_tensors(tensors)
-        if loss is None:
-            loss = self.workspace.view(buffer, self.loss_region).sum()
         return loss, (buffer, tensors, None)
 
     def backward(self, grad: torch.Tensor, outputs: tuple, forward_buffers) -> None:
@@ -159,7 +148,6 @@ class FusedLossPlan(_Plan):
         forward = LossForwardShape.of(rows, dim, c.shape[0], len(crops), batch, z.dtype, z.device, with_grad)
         backward = BackwardShape.of(rows, dim, c.shape[0], len(crops), batch, z.dtype, z.device) if with_grad else None
         loss = Buffer(3)
-        self.loss_region = None  # the forward kernel adds the loss up itself
         self.workspace = Workspace(first_buffer=4)
         # int32 tickets of the loss forward's and the backward's split reductions (tickets.py), side by
         # side at the start of the workspace: the first Sinkhorn launch zeroes both at once
@@ -222,7 +210,7 @@ class _FusedLoss(torch.autograd.Function):
 
 class ScoresLossPlan(_Plan):
     """The scores path: ``swav_loss(s, queue_scores=…)`` with T ≥ 1, one process. Buffers: 0 s (V·B, K),
-    1 the queued scores (|A|, L, K) or s, 2 s again (no prototypes)."""
+    1 the queued scores (|A|, L, K) or s, 2 s again (no prototypes), 3 the loss (0-d), then the workspace."""
 
     def __init__(self, s: torch.Tensor, queue: torch.Tensor | None, n_crops: int, crops: tuple[int, ...],
                  temperature: float, epsilon: float, iterations: int, with_grad: bool):
@@ -231,15 +219,17 @@ class ScoresLossPlan(_Plan):
         rows, prototypes = s.shape
         batch = rows // n_crops
         shape = RowShape.of(SinkhornRows(s, queue, crops, batch, None))
-        self.workspace = Workspace(first_buffer=3)
-        sinkhorn, codes, _, _, _ = _prepare_sinkhorn(shape, epsilon, iterations, self.workspace)
+        self.workspace = Workspace(first_buffer=4)
+        counter = self.workspace.add(1, dtype=torch.int32)
+        sinkhorn, codes, _, _, _ = _prepare_sinkhorn(shape, epsilon, iterations, self.workspace, (counter, 1))
         lse = self.workspace.add(rows)
         weight = self.workspace.add(rows)
-        self.loss_region = self.workspace.add(rows)
+        share = self.workspace.add(scores_loss_programs(rows))
         inv_tau = 1.0 / temperature
         s_buffer = Buffer(0)
         self.forward_launches = sinkhorn + [prepare_scores_loss(rows, prototypes, len(crops), batch, crops, inv_tau,
-                                                                s_buffer, codes, lse, weight, self.loss_region)]
+                                                                s_buffer, codes, lse, weight, share, Buffer(3),
+                                                                counter)]
         self.backward_workspace = Workspace(first_buffer=self.workspace.first_buffer + len(self.workspace.shapes) + 2)
         grad = Buffer(self.backward_workspace.first_buffer - 2)
         self.backward_launches = [prepare_scores_grad(rows, prototypes, len(crops), batch, crops, inv_tau, s_buffer,

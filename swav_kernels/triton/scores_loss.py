@@ -3,8 +3,8 @@ swapped-prediction cross-entropy.
 
 Forward, one program per block of rows: each row's log-sum-exp of s/τ (computed once and shared
 by every pair (i, v) with i ≠ v), the code mass it predicts w and the cross term
-``Σ_k s·Σ_{a: A[a]≠v} q_a[b, k]``, folded into the row's share of the loss (divided by denom, plus
-``Σ 0·s + Σ 0·q``); the host adds the shares in order. Backward, one program per (block of rows,
+``Σ_k s·Σ_{a: A[a]≠v} q_a[b, k]``, folded into the rows' share of the loss (divided by denom, plus
+``Σ 0·s + Σ 0·q``); the last program to finish adds the shares in order (``tickets.py``). Backward, one program per (block of rows,
 block of prototypes): ``∂s = coef · (w·softmax(s/τ) − Σ_{a: A[a]≠v} q_a[b])``.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ import triton.language as tl
 from .launch import LOG2E, alignment_of, next_power_of_2, pack_crops
 from .launcher import Buffer, PreparedLaunch
 from .rows import DEVICE_LN2, DEVICE_LOG2E, predicted_codes
+from .tickets import last_to_arrive
 
 BLOCK_ROWS = 4
 
@@ -27,11 +28,14 @@ def _block_k(prototypes: int) -> int:
 @triton.jit
 def _scores_loss_kernel(
     s_ptr, codes_ptr, M, K_UNITS, B, n_assign, crops_packed,
-    lse_ptr, weight_ptr, share_ptr, scale_log2, inv_tau, inv_denom,
+    lse_ptr, weight_ptr, share_ptr, loss_ptr, counter_ptr, scale_log2, inv_tau, inv_denom,
     K_ALIGN: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
+    # share: each program's share of the loss; the last program to finish adds them in order (tickets.py)
     K = K_UNITS * K_ALIGN  # prototypes, a multiple of K_ALIGN as the compiler sees: vector loads
-    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    pid = tl.program_id(0)
+    programs = tl.num_programs(0)
+    rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
     row_mask = rows < M
     crop = rows // B
     b = rows % B
@@ -56,7 +60,13 @@ def _scores_loss_kernel(
     lse = (row_max + tl.log2(row_sum)) * DEVICE_LN2
     tl.store(lse_ptr + rows, lse, mask=row_mask)
     tl.store(weight_ptr + rows, weight, mask=row_mask)
-    tl.store(share_ptr + rows, (weight * lse - inv_tau * cross + poison) * inv_denom, mask=row_mask)
+    terms = tl.where(row_mask, (weight * lse - inv_tau * cross + poison) * inv_denom, 0.0)
+    tl.store(share_ptr + pid, tl.sum(terms, axis=0))
+    if last_to_arrive(counter_ptr, programs):
+        total = tl.zeros((), tl.float32)
+        for i in range(programs):
+            total += tl.load(share_ptr + i, cache_modifier=".cg")
+        tl.store(loss_ptr, total)
 
 
 @triton.jit
@@ -82,14 +92,20 @@ def _scores_grad_kernel(
              mask=mask)
 
 
+def scores_loss_programs(rows: int) -> int:
+    """Programs of the forward over ``rows`` score rows: its shares, and the tickets it needs (one)."""
+    return triton.cdiv(rows, BLOCK_ROWS)
+
+
 def prepare_scores_loss(rows: int, prototypes: int, n_assign: int, batch: int, crops, inv_tau: float, s, codes,
-                        lse, weight, share) -> PreparedLaunch:
-    """The forward over scores ``s`` (M, K) and ``codes`` (|A|, B, K) float32; out ``lse``, ``weight``
-    and each row's ``share`` of the loss (M,) float32."""
+                        lse, weight, share, loss, counter) -> PreparedLaunch:
+    """The forward over scores ``s`` (M, K) and ``codes`` (|A|, B, K) float32; out ``lse``, ``weight`` (M,),
+    each program's ``share`` of the loss (``scores_loss_programs``,) and the 0-d ``loss``, float32;
+    ``counter`` one int32 ticket, zero."""
     inv_denom = 1.0 / (n_assign * (rows // batch - 1) * batch)
-    return PreparedLaunch(_scores_loss_kernel, (triton.cdiv(rows, BLOCK_ROWS),), (
+    return PreparedLaunch(_scores_loss_kernel, (scores_loss_programs(rows),), (
         s, codes, rows, prototypes // alignment_of(prototypes), batch, n_assign, pack_crops(crops), lse, weight, share,
-        inv_tau * LOG2E, inv_tau, inv_denom),
+        loss, counter, inv_tau * LOG2E, inv_tau, inv_denom),
         dict(K_ALIGN=alignment_of(prototypes), BLOCK_R=BLOCK_ROWS, BLOCK_K=_block_k(prototypes), num_warps=4))
 
 
@@ -112,11 +128,13 @@ def scores_loss(s: torch.Tensor, codes: torch.Tensor, crops, inv_tau: float
     f32 = dict(device=s.device, dtype=torch.float32)
     lse = torch.empty(rows, **f32)
     weight = torch.empty(rows, **f32)
-    share = torch.empty(rows, **f32)
+    share = torch.empty(scores_loss_programs(rows), **f32)
+    loss = torch.empty((), **f32)
+    counter = torch.zeros(1, device=s.device, dtype=torch.int32)
     launch = prepare_scores_loss(rows, prototypes, codes.shape[0], codes.shape[1], crops, inv_tau,
-                                 *map(Buffer, range(5)))
-    launch.run_tensors((s, codes, lse, weight, share))
-    return share.sum(), lse, weight
+                                 *map(Buffer, range(7)))
+    launch.run_tensors((s, codes, lse, weight, share, loss, counter))
+    return loss, lse, weight
 
 
 def scores_loss_backward(grad: torch.Tensor, s: torch.Tensor, codes: torch.Tensor, crops, inv_tau: float,
