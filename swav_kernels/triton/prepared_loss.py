@@ -87,6 +87,9 @@ class _Plan:
         self.float32 = torch.empty(0, device=device, dtype=torch.float32)  # what workspaces are made like
         self.stream = stream_getter(device)
         self.fast = False
+        # a CUDA plan's kernels are loaded in its device's context: launched from another current device,
+        # the plan makes its own current for the call (as PyTorch's ops do)
+        self.device_index = device.index if device.type == "cuda" else None
 
     def _settle(self) -> None:
         """After a ``kernel[grid]`` run: go direct once every launch has its compiled kernel."""
@@ -96,9 +99,16 @@ class _Plan:
             self.backward_direct = [launch.direct for launch in self.backward_launches]
             self.fast = True
 
+    def _elsewhere(self) -> bool:
+        """True when the current CUDA device is not the plan's."""
+        return self.device_index is not None and torch._C._cuda_getDevice() != self.device_index
+
     def forward(self, inputs: tuple):
         """Run the forward launches; returns (loss, forward buffers for the backward). The loss kernel adds
         the loss up itself into a 0-d output, the call's buffer after the inputs."""
+        if self._elsewhere():
+            with torch.cuda.device(self.device_index):
+                return self.forward(inputs)
         buffer = self.workspace.allocate(self.float32)
         loss = self.float32.new_empty(())
         inputs = inputs + (loss,)
@@ -116,6 +126,9 @@ class _Plan:
 
     def backward(self, grad: torch.Tensor, outputs: tuple, forward_buffers) -> None:
         """Run the backward launches writing ``outputs`` (the gradients)."""
+        if self._elsewhere():
+            with torch.cuda.device(self.device_index):
+                return self.backward(grad, outputs, forward_buffers)
         _, tensors, addresses = forward_buffers
         workspace = self.backward_workspace
         buffer = workspace.allocate(self.float32) if workspace.size else None
