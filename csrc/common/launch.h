@@ -11,6 +11,9 @@
 
 namespace swav {
 
+// Assign crops (Sinkhorn groups) one call takes.
+constexpr int kMaxGroups = 64;
+
 // Element types the kernels accept; Python passes the name of the torch dtype.
 enum class DType { kFloat32, kFloat16, kBFloat16 };
 

@@ -68,6 +68,17 @@ inline void fail(const std::string& message) {
   if (failure.empty()) failure = message;
 }
 
+// Names of the kernels launched since take_launches() last ran (the launch counter of the tests).
+inline std::mutex launches_mutex;
+inline std::vector<std::string> launches;
+
+inline std::vector<std::string> take_launches() {
+  std::lock_guard<std::mutex> lock(launches_mutex);
+  std::vector<std::string> taken;
+  taken.swap(launches);
+  return taken;
+}
+
 struct Launch {
   dim3 grid, block;
   Launch(dim3 grid_, dim3 block_, std::size_t = 0, cudaStream_t = nullptr) : grid(grid_), block(block_) {}
@@ -75,7 +86,11 @@ struct Launch {
   // One OS thread per CUDA thread, reused for every block; a block barrier separates the
   // blocks, whose __shared__ statics are therefore never in use by two blocks at once.
   template <typename Kernel, typename... Args>
-  void run(Kernel kernel, Args... args) {
+  void run(const char* name, Kernel kernel, Args... args) {
+    {
+      std::lock_guard<std::mutex> lock(launches_mutex);
+      launches.emplace_back(name);
+    }
     const unsigned threads = block.x * block.y * block.z;
     if (threads % 32 != 0 || block.y != 1 || block.z != 1) throw std::runtime_error("emu: blocks must be 1-D warps");
     Block shared_state(threads);
