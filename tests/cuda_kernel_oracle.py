@@ -4,7 +4,6 @@ Each method computes its docstring's formula on whole tensors, in float32 on the
 and writes the outputs the kernel would write; the CUDA kernels (emulated on the CPU, or on a GPU)
 are tested against it.
 """
-import math
 
 import torch
 

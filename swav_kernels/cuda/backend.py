@@ -1,17 +1,169 @@
-"""``backend="cuda"``: the CUDA C++ kernels of csrc/ behind the backend interface. Constructing it
-is cheap and never fails: without a GPU or without the compiled extension it reports why through
-``unavailable_reason``."""
+"""``backend="cuda"``: every matmul on the library torch uses (cuBLAS), the memory-bound rest on the
+CUDA kernels of csrc/ (DESIGN.md §2; the formulas in ``contract.py``).
+
+- Sinkhorn (``sinkhorn.py``): scores from torch matmuls (fp32), stored, then 2·T kernel steps; on
+  several ranks the per-prototype statistics are all-reduced between steps.
+- Loss (``losses.py``): per chunk of images, scores matmul → one kernel (loss terms and ∂loss/∂S)
+  → the ∂Z and ∂C matmuls; the backward scales by the upstream gradient in one launch.
+- Queue update: one launch.
+
+No call waits for the device, and a call can be captured in a CUDA graph. Eager calls go through
+``functions.py`` (one autograd Function per loss) on plans cached per call signature
+(``plans.py``); while torch.compile traces, through the custom ops of ``compile_ops.py``.
+Constructing the backend is cheap and never fails: without a GPU or the compiled extension it says
+why through ``unavailable_reason``.
+"""
 from __future__ import annotations
 
-from .kernels import CudaKernels
-from .legacy_backend import LegacyKernelBackend
+import torch
+
+from ..backend import Backend, LossSpec
+from ..distributed import is_distributed
+from ..kernel_checks import KERNEL_DTYPES
+from ..kernels import Codes, SinkhornRows
+from . import extension
+from .compile_ops import TracedSinkhornSteps, register_ops
+from .functions import EmbeddingsLoss, ScoresLoss
+from .launchers import KernelLaunchers
+from .losses import embeddings_loss_backward, embeddings_loss_forward, scores_loss_backward, scores_loss_forward
+from .plans import Budget, PlanCache, embeddings_loss_plan, layout, scores_loss_plan, sinkhorn_plan
+from .sinkhorn import SinkhornRun, distributed_codes, local_codes
 
 
-class CudaBackend(LegacyKernelBackend):
-    def __init__(self) -> None:
-        super().__init__(CudaKernels())
+def _compiling() -> bool:
+    return torch.compiler.is_compiling()
 
 
-# Built (and its custom ops registered) when swav_kernels is imported, so that the first
-# loss call inside a torch.compile trace only looks the backend up.
+def _contiguous_rows(rows: SinkhornRows) -> SinkhornRows:
+    return rows._replace(main=rows.main.contiguous(),
+                         queue=None if rows.queue is None else rows.queue.contiguous(),
+                         prototypes=None if rows.prototypes is None else rows.prototypes.contiguous())
+
+
+class CudaBackend(Backend):
+    """The CUDA backend. ``launchers``: the kernels to run (default: the compiled extension
+    ``swav_kernels._C`` on the current CUDA stream; the tests pass the CPU emulation with
+    ``device_type="cpu"``). ``budget``: the byte budgets the plans are chosen by."""
+
+    def __init__(self, launchers: KernelLaunchers | None = None, device_type: str = "cuda", name: str = "cuda",
+                 budget: Budget = Budget()) -> None:
+        self.name, self.device_type, self.budget = name, device_type, budget
+        self._launchers = launchers
+        self._plans = PlanCache()
+        self.ops = register_ops(self)
+
+    @property
+    def launchers(self) -> KernelLaunchers:
+        if self._launchers is None:
+            self._launchers = KernelLaunchers(extension.extension())
+        return self._launchers
+
+    def unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        device = torch.device(device)
+        if self._launchers is None:
+            reason = extension.unavailable_reason()
+            if reason is not None:
+                return reason
+        if dtype not in KERNEL_DTYPES:
+            return f"no CUDA kernels for {dtype} (float32, float16 and bfloat16 only)"
+        if device.type != self.device_type:
+            reason = f"the CUDA kernels run on {self.device_type.upper()} tensors, not on {device.type} tensors"
+            if self.device_type == "cuda" and not torch.cuda.is_available():
+                reason += "; no CUDA GPU is visible to torch on this machine"
+            return reason
+        if self.device_type != "cuda":
+            return None
+        if not torch.cuda.is_available():
+            return "no CUDA GPU is visible to torch on this machine"
+        major, minor = torch.cuda.get_device_capability(device)
+        if major < 8:
+            return f"the CUDA kernels need compute capability >= 8.0; {device} has {major}.{minor}"
+        return None
+
+    # ---- plans ----------------------------------------------------------------------------------
+
+    def sinkhorn_plan(self, rows: SinkhornRows, epsilon: float, iterations: int):
+        key = ("sinkhorn", layout(rows.main), layout(rows.queue), layout(rows.prototypes), tuple(rows.crops),
+               rows.batch, epsilon, iterations)
+        return self._plans.get(key, lambda: sinkhorn_plan(rows, epsilon, iterations, self.budget, self.device_type))
+
+    def sinkhorn_run(self, rows: SinkhornRows, epsilon: float, iterations: int = 1) -> SinkhornRun:
+        """The scores and buffers of one Sinkhorn call, ready for its steps."""
+        return SinkhornRun(self.launchers, self.sinkhorn_plan(rows, epsilon, iterations), rows)
+
+    def embeddings_plan(self, z, c, codes, crops, temperature):
+        key = ("embeddings", layout(z), layout(c), layout(codes), crops, temperature)
+        return self._plans.get(key, lambda: embeddings_loss_plan(z, c, codes, crops, temperature, self.budget,
+                                                                 self.device_type))
+
+    def scores_plan(self, s, codes, crops, temperature):
+        key = ("scores", layout(s), layout(codes), crops, temperature)
+        return self._plans.get(key, lambda: scores_loss_plan(s, codes, crops, temperature, self.device_type))
+
+    # ---- eager bodies (also the bodies of the custom ops) ----------------------------------------
+
+    def eager_codes(self, rows: SinkhornRows, epsilon: float, iterations: int, process_group) -> torch.Tensor:
+        plan = self.sinkhorn_plan(rows, epsilon, iterations)
+        run = SinkhornRun(self.launchers, plan, rows)
+        if is_distributed(process_group):
+            return distributed_codes(run, plan.prototypes, plan.rows, iterations, process_group)
+        return local_codes(run, iterations)
+
+    def eager_embeddings_loss(self, z, c, codes, crops, temperature, need_dz: bool, need_dc: bool):
+        plan = self.embeddings_plan(z, c, codes, crops, temperature)
+        return embeddings_loss_forward(self.launchers, plan, z, c, codes, need_dz, need_dc)
+
+    def eager_embeddings_loss_backward(self, grad, dz, dc, dtypes, coef: float, n_crops: int, chunk: int):
+        return embeddings_loss_backward(self.launchers, grad, dz, dc, dtypes, coef, n_crops, chunk)
+
+    def eager_scores_loss(self, s, codes, crops, temperature, need_grad: bool):
+        return scores_loss_forward(self.launchers, self.scores_plan(s, codes, crops, temperature), s, codes, need_grad)
+
+    def eager_scores_loss_backward(self, grad, ds, coef: float):
+        return scores_loss_backward(self.launchers, grad, ds, coef)
+
+    # ---- the Backend interface ---------------------------------------------------------------------
+
+    def assignment_codes(self, rows: SinkhornRows, epsilon: float, iterations: int, process_group) -> Codes:
+        rows = _contiguous_rows(rows)
+        if not _compiling():
+            return Codes(self.eager_codes(rows, epsilon, iterations, process_group), None, None)
+        if is_distributed(process_group):
+            steps = TracedSinkhornSteps(self.ops, rows, epsilon)
+            return Codes(distributed_codes(steps, rows.prototype_count, rows.rows, iterations, process_group), None,
+                         None)
+        return Codes(self.ops.sinkhorn(rows.main, rows.queue, rows.prototypes, list(rows.crops), rows.batch, epsilon,
+                                       iterations), None, None)
+
+    def loss_from_scores(self, scores: torch.Tensor, codes: Codes, spec: LossSpec) -> torch.Tensor:
+        s, q = scores.contiguous(), codes.codes.float().contiguous()
+        crops = tuple(spec.crops_for_assign)
+        need_grad = torch.is_grad_enabled() and s.requires_grad
+        if _compiling():
+            return self.ops.scores_loss(s, q, list(crops), spec.temperature, need_grad)[0]
+        return ScoresLoss.apply(s, q, self.launchers, self.scores_plan(s, q, crops, spec.temperature), need_grad)
+
+    def loss_from_embeddings(self, embeddings, prototypes, codes: Codes, spec: LossSpec) -> torch.Tensor:
+        z, c, q = embeddings.contiguous(), prototypes.contiguous(), codes.codes  # as the Triton path: codes as given
+        crops = tuple(spec.crops_for_assign)
+        grad = torch.is_grad_enabled()
+        need_dz, need_dc = grad and z.requires_grad, grad and c.requires_grad
+        if _compiling():
+            return self.ops.embeddings_loss(z, c, q, list(crops), spec.temperature, need_dz, need_dc)[0]
+        plan = self.embeddings_plan(z, c, q, crops, spec.temperature)
+        return EmbeddingsLoss.apply(z, c, q, self.launchers, plan, need_dz, need_dc)
+
+    @torch.no_grad()
+    def shift_queue(self, queue: torch.Tensor, embeddings: torch.Tensor, crops: tuple[int, ...], batch: int) -> None:
+        """``Backend.shift_queue`` in one launch (while torch.compile traces: the reference's two ops)."""
+        fits = (queue.dtype == embeddings.dtype and queue.dtype in KERNEL_DTYPES and queue.is_contiguous()
+                and embeddings.is_contiguous() and queue.device == embeddings.device
+                and queue.device.type == self.device_type and 0 < len(crops) <= 64 and queue.numel() > 0)
+        if _compiling() or not fits:
+            return super().shift_queue(queue, embeddings, crops, batch)
+        self.launchers.shift_queue(queue, embeddings.detach(), crops, batch)
+
+
+# Built (and its custom ops registered) when swav_kernels is imported, so that the first loss call
+# inside a torch.compile trace only looks the backend up.
 CUDA_BACKEND = CudaBackend()
