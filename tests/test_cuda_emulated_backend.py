@@ -283,3 +283,28 @@ def test_two_ranks_equal_one_process_on_concatenated_batch(name, iterations):
     x = torch.randn(11, 7, generator=torch.Generator().manual_seed(5))
     expected = sinkhorn(x, 0.05, iterations, backend="reference")  # 3 rows on rank 0, 8 on rank 1
     assert rel_err(torch.cat([r["codes"] for r in results]), expected) <= 1e-5
+
+
+def _rank_compiled(rank, world_size, name):
+    backend = emulated_backend(name)
+    p = make_problem(n_crops=V, batch=B * WORLD, prototypes=K, dim=D, queue=L * WORLD)
+    queue = p.queue.view(2, WORLD, L, D)[:, rank]
+
+    def step(z, c):
+        return swav_loss(z, c, nmb_crops=V, queue=queue, process_group=dist.group.WORLD, backend=backend)
+
+    results = []
+    for fn in (step, torch.compile(step, fullgraph=True, backend="aot_eager")):
+        z = _shard(p.embeddings, rank).clone().requires_grad_()
+        c = p.prototypes.clone().requires_grad_()
+        loss = fn(z, c)
+        loss.backward()
+        results.append((loss.detach(), z.grad, c.grad))
+    return results
+
+
+def test_two_ranks_compiled_equal_eager():
+    """Under torch.compile the distributed Sinkhorn's steps are custom ops with the collectives traced
+    between them (fullgraph: no graph break); each rank's numbers are eager's."""
+    for eager, compiled in run_in_processes(_rank_compiled, WORLD, "cuda_emu"):
+        assert all(torch.equal(a, b) for a, b in zip(eager, compiled))
