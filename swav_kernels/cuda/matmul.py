@@ -4,16 +4,20 @@ Which products are float32 and how:
 - fp32 inputs: ``torch.mm``, which honours ``torch.backends.cuda.matmul.allow_tf32`` (TF32 tensor
   cores when it is on, exact fp32 when off) exactly as a user's ``torch.mm`` does;
 - fp16/bf16 inputs on a GPU: ``torch.mm(a, b, out_dtype=torch.float32)``: the tensor-core product
-  accumulated and written in fp32 (cuBLAS; the overload exists on CUDA since torch 2.8, and this
-  package needs torch ≥ 2.11). ``addmm`` with ``out_dtype`` is not used: across torch 2.11–2.14 it
-  has had differing rules for a float32 ``self`` (pytorch/pytorch#154086), so a float32 accumulator
-  takes a product by ``add_`` instead;
+  accumulated and written in fp32 (cuBLAS; the overload exists on CUDA since torch 2.8), and a
+  float32 accumulator takes a product in place with ``torch.addmm(acc, a, b,
+  out_dtype=torch.float32, out=acc)``, which accepts a float32 ``self`` since torch 2.10
+  (pytorch/pytorch#167931; this package needs torch ≥ 2.11). On an older torch the product is
+  formed apart and added (``add_``);
 - fp16/bf16 inputs on a CPU (the emulation tests): the operands upcast to fp32, then ``torch.mm``
   (ATen has no mixed-precision CPU matmul): two more ops per product, on the CPU only.
 """
 from __future__ import annotations
 
 import torch
+
+# torch.addmm(float32 self, 16-bit mat1, mat2, out_dtype=float32): torch >= 2.10 (pytorch/pytorch#167931)
+_ADDMM_FLOAT32_SELF = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 10)
 
 
 def mm_f32(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -30,9 +34,12 @@ def mm_f32(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) ->
 
 
 def add_mm_f32_(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
-    """``acc += a @ b`` in float32 (``acc`` float32): one ``addmm_`` for fp32 operands, else the
-    float32 product added (two launches)."""
+    """``acc += a @ b`` in float32, in place (``acc`` float32, contiguous): one launch on a GPU."""
     if a.dtype == torch.float32:
         acc.addmm_(a, b)
-    else:
+    elif a.device.type == "cuda" and _ADDMM_FLOAT32_SELF:
+        torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc)
+    elif a.device.type == "cuda":
         acc.add_(mm_f32(a, b))
+    else:
+        acc.addmm_(a.float(), b.float())

@@ -135,9 +135,8 @@ class LossPlan:
         if len(self.chunks) > 1:
             lines.append((f"embeddings chunk ({rows}, {d}) {self.dtype}", rows * d * size))
         lines.append((f"∂Z ({v * b}, {d}) fp32, kept for the backward", v * b * d * 4))
-        lines.append((f"∂C ({k}, {d}) fp32 accumulator, kept for the backward", k * d * 4))
-        if self.sixteen_bit and len(self.chunks) > 1:
-            lines.append((f"∂C chunk product ({k}, {d}) fp32, while it is added", k * d * 4))
+        lines.append((f"∂C ({k}, {d}) fp32 accumulator (later chunks add in place), kept for the backward",
+                      k * d * 4))
         return lines
 
     def describe(self) -> str:
