@@ -72,6 +72,6 @@ def test_auto_on_a_cuda_device_resolves_to_the_rule_table():
     from swav_kernels.registry import resolve_backend
 
     pytest.importorskip("triton")
-    chosen = resolve_backend("auto", torch.device("cuda"), torch.bfloat16)  # Triton applies to CUDA tensors
+    chosen = resolve_backend("auto", torch.device("cuda"), torch.float32)  # Triton applies to CUDA tensors
     assert isinstance(chosen, AutoBackend) and "triton" in chosen.candidates
     assert chosen.choose(3000).name == "triton" and chosen.choose(65536).name == "triton"

@@ -160,3 +160,19 @@ def test_compiled_training_step_on_cuda_backend():
     assert rel_err(loss, expected) <= 1e-5
     assert rel_err(z.grad, z_ref.grad) <= 1e-4
     assert rel_err(c.grad, c_ref.grad) <= 1e-4
+
+
+def test_fp32_matmuls_follow_allow_tf32_as_torch_mm_does():
+    p = make_problem(n_crops=4, batch=16, prototypes=300, dim=64)
+    z, c, _ = _on_gpu(p, torch.float32)
+    before = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        exact = swav_loss(z, c, nmb_crops=4, backend="cuda", **KW)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        tf32 = swav_loss(z, c, nmb_crops=4, backend="cuda", **KW)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+    expected = swav_loss(z.double(), c.double(), nmb_crops=4, backend="reference", **KW)
+    assert rel_err(exact, expected) <= 1e-5
+    assert not torch.equal(exact, tf32)  # TF32 products round their inputs to 10 mantissa bits

@@ -15,6 +15,8 @@ why through ``unavailable_reason``.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from ..backend import Backend, LossSpec
@@ -32,6 +34,14 @@ from .sinkhorn import SinkhornRun, distributed_codes, local_codes
 
 def _compiling() -> bool:
     return torch.compiler.is_compiling()
+
+
+def _on(device: torch.device):
+    """Make ``device`` the current CUDA device while the kernels launch (their streams belong to it),
+    unless it already is (the usual case: one process per GPU)."""
+    if device.type != "cuda" or device.index is None or device.index == torch.cuda.current_device():
+        return contextlib.nullcontext()
+    return torch.cuda.device(device)
 
 
 def _contiguous_rows(rows: SinkhornRows) -> SinkhornRows:
@@ -104,23 +114,29 @@ class CudaBackend(Backend):
 
     def eager_codes(self, rows: SinkhornRows, epsilon: float, iterations: int, process_group) -> torch.Tensor:
         plan = self.sinkhorn_plan(rows, epsilon, iterations)
-        run = SinkhornRun(self.launchers, plan, rows)
-        if is_distributed(process_group):
-            return distributed_codes(run, plan.prototypes, plan.rows, iterations, process_group)
-        return local_codes(run, iterations)
+        with _on(rows.main.device):
+            run = SinkhornRun(self.launchers, plan, rows)
+            if is_distributed(process_group):
+                return distributed_codes(run, plan.prototypes, plan.rows, iterations, process_group)
+            return local_codes(run, iterations)
 
     def eager_embeddings_loss(self, z, c, codes, crops, temperature, need_dz: bool, need_dc: bool):
         plan = self.embeddings_plan(z, c, codes, crops, temperature)
-        return embeddings_loss_forward(self.launchers, plan, z, c, codes, need_dz, need_dc)
+        with _on(z.device):
+            return embeddings_loss_forward(self.launchers, plan, z, c, codes, need_dz, need_dc)
 
     def eager_embeddings_loss_backward(self, grad, dz, dc, dtypes, coef: float, n_crops: int, chunk: int):
-        return embeddings_loss_backward(self.launchers, grad, dz, dc, dtypes, coef, n_crops, chunk)
+        with _on(grad.device):
+            return embeddings_loss_backward(self.launchers, grad, dz, dc, dtypes, coef, n_crops, chunk)
 
     def eager_scores_loss(self, s, codes, crops, temperature, need_grad: bool):
-        return scores_loss_forward(self.launchers, self.scores_plan(s, codes, crops, temperature), s, codes, need_grad)
+        plan = self.scores_plan(s, codes, crops, temperature)
+        with _on(s.device):
+            return scores_loss_forward(self.launchers, plan, s, codes, need_grad)
 
     def eager_scores_loss_backward(self, grad, ds, coef: float):
-        return scores_loss_backward(self.launchers, grad, ds, coef)
+        with _on(grad.device):
+            return scores_loss_backward(self.launchers, grad, ds, coef)
 
     # ---- the Backend interface ---------------------------------------------------------------------
 
@@ -141,7 +157,9 @@ class CudaBackend(Backend):
         need_grad = torch.is_grad_enabled() and s.requires_grad
         if _compiling():
             return self.ops.scores_loss(s, q, list(crops), spec.temperature, need_grad)[0]
-        return ScoresLoss.apply(s, q, self.launchers, self.scores_plan(s, q, crops, spec.temperature), need_grad)
+        plan = self.scores_plan(s, q, crops, spec.temperature)
+        with _on(s.device):
+            return ScoresLoss.apply(s, q, self.launchers, plan, need_grad)
 
     def loss_from_embeddings(self, embeddings, prototypes, codes: Codes, spec: LossSpec) -> torch.Tensor:
         z, c, q = embeddings.contiguous(), prototypes.contiguous(), codes.codes  # as the Triton path: codes as given
@@ -151,7 +169,8 @@ class CudaBackend(Backend):
         if _compiling():
             return self.ops.embeddings_loss(z, c, q, list(crops), spec.temperature, need_dz, need_dc)[0]
         plan = self.embeddings_plan(z, c, q, crops, spec.temperature)
-        return EmbeddingsLoss.apply(z, c, q, self.launchers, plan, need_dz, need_dc)
+        with _on(z.device):
+            return EmbeddingsLoss.apply(z, c, q, self.launchers, plan, need_dz, need_dc)
 
     @torch.no_grad()
     def shift_queue(self, queue: torch.Tensor, embeddings: torch.Tensor, crops: tuple[int, ...], batch: int) -> None:
@@ -161,7 +180,8 @@ class CudaBackend(Backend):
                 and queue.device.type == self.device_type and 0 < len(crops) <= 64 and queue.numel() > 0)
         if _compiling() or not fits:
             return super().shift_queue(queue, embeddings, crops, batch)
-        self.launchers.shift_queue(queue, embeddings.detach(), crops, batch)
+        with _on(queue.device):
+            self.launchers.shift_queue(queue, embeddings.detach(), crops, batch)
 
 
 # Built (and its custom ops registered) when swav_kernels is imported, so that the first loss call
