@@ -1,8 +1,9 @@
 """``backend="cuda"``: every matmul on the library torch uses (cuBLAS), the memory-bound rest on the
 CUDA kernels of csrc/ (DESIGN.md §2; the formulas in ``contract.py``).
 
-- Sinkhorn (``sinkhorn.py``): scores from torch matmuls (fp32), stored, then 2·T kernel steps; on
-  several ranks the per-prototype statistics are all-reduced between steps.
+- Sinkhorn (``sinkhorn.py``): scores from torch matmuls (fp32), stored (the queue's recomputed per
+  pass when they exceed the budget), then 2·T kernel steps; on several ranks the per-prototype
+  statistics are all-reduced between steps.
 - Loss (``losses.py``): per chunk of images, scores matmul → one kernel (loss terms and ∂loss/∂S)
   → the ∂Z and ∂C matmuls; the backward scales by the upstream gradient in one launch.
 - Queue update: one launch.
