@@ -56,6 +56,21 @@ class Backend:
         """None when this backend runs tensors of ``dtype`` on ``device``; else why not."""
         return None
 
+    def prepare_embeddings_loss(self, embeddings: torch.Tensor, prototypes: torch.Tensor,
+                                queue: torch.Tensor | None, spec: LossSpec, with_grad: bool):
+        """A callable ``(embeddings, prototypes, queue, queue_scores) -> loss`` (``queue_scores`` None, and
+        ``queue`` to be ignored when it was None or empty here) that computes this loss for these
+        arguments and for every later call with the same signature (shapes, strides, dtypes, device,
+        16-byte alignment, ``spec``, ``with_grad``), every check already passed; None when the backend
+        has none for them, and the generic path (``assignment_codes`` + ``loss_from_embeddings``) runs."""
+        return None
+
+    def prepare_scores_loss(self, scores: torch.Tensor, queue_scores: torch.Tensor | None, spec: LossSpec,
+                            with_grad: bool):
+        """As ``prepare_embeddings_loss`` for the scores path: ``(scores, None, None, queue_scores) -> loss``
+        (``queue_scores`` ignored when it was None or empty here), or None."""
+        return None
+
     def assignment_codes(self, rows: SinkhornRows, epsilon: float, iterations: int, process_group) -> Codes:
         """Sinkhorn codes ``(G, B, K)`` of the batch rows of ``rows`` (every row takes part), float32
         or float64; kernel backends also return the codes' mass and, on the fused path, codes · C."""

@@ -66,9 +66,13 @@ def reduce_columns(columns: ColumnStats, process_group) -> ColumnStats:
 
 
 def _register_ops(kernels: Kernels) -> SimpleNamespace:
-    """Wrap the primitives and the two losses of ``kernels`` as ``swav_kernels::<name>_*`` ops."""
+    """Wrap the primitives and the two losses of ``kernels`` as ``swav_kernels::<name>_*`` ops: Triton ops
+    (``torch.library.triton_op``: torch.compile sees the launches, which its kernels go through
+    ``torch.library.wrap_triton`` for) when ``kernels.traceable``, else opaque custom ops. The fakes
+    registered here give the output shapes without tracing the bodies."""
     prefix = f"swav_kernels::{kernels.name}_"
-    lib = torch.library
+    lib = SimpleNamespace(custom_op=torch.library.triton_op if getattr(kernels, "traceable", False)
+                          else torch.library.custom_op)
 
     def rows_of(main, queue, prototypes, crops, batch) -> SinkhornRows:
         return SinkhornRows(main, queue, tuple(crops), batch, prototypes)

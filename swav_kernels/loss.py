@@ -15,6 +15,7 @@ from .backend import LossSpec
 from .kernels import Codes, SinkhornRows
 from .registry import resolve_backend
 from .validation import (
+    _is_compiling,
     check_crops_for_assign,
     check_finite,
     check_iterations,
@@ -23,6 +24,7 @@ from .validation import (
     check_same_device,
     check_same_dtype,
     check_tensor,
+    tf32_allowed,
 )
 
 
@@ -71,6 +73,43 @@ def _check_queue(name: str, queue, n_assign: int, width: int, width_name: str, l
     return queue if queue.shape[1] > 0 else None
 
 
+_PREPARED: dict = {}  # call signature -> prepared call of swav_loss (every check passed when it was made)
+_PREPARED_LIMIT = 512
+_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)  # subclasses with their own dispatch take the full path
+
+
+def _tensor_signature(t):
+    """What a prepared call depends on in a tensor: shape, strides, dtype, device, 16-byte alignment
+    (Triton compiles aligned and unaligned pointers apart) and whether it wants a gradient."""
+    if type(t) not in _TENSOR_TYPES:
+        raise TypeError
+    return t.shape, t.stride(), t.dtype, t.device, t.data_ptr() & 15, t.requires_grad
+
+
+def _value_signature(value):
+    """A plain argument with its type (and its items' types): True and 1, or 0.1 and a float
+    subclass, never share a prepared call; a list becomes a tuple."""
+    kind = type(value)
+    if kind is list or kind is tuple:
+        return kind, tuple(value), tuple(map(type, value))
+    return kind, value
+
+
+def _call_signature(inputs, prototypes, nmb_crops, crops_for_assign, temperature, epsilon, sinkhorn_iterations,
+                    queue, queue_scores, backend):
+    """The key of a prepared call; raises TypeError when this call cannot have one (a tensor subclass,
+    or an argument that is not hashable): it then takes the full path."""
+    return (
+        _tensor_signature(inputs),
+        None if prototypes is None else _tensor_signature(prototypes),
+        None if queue is None else _tensor_signature(queue),
+        None if queue_scores is None else _tensor_signature(queue_scores),
+        _value_signature(nmb_crops), _value_signature(crops_for_assign), _value_signature(temperature),
+        _value_signature(epsilon), _value_signature(sinkhorn_iterations), _value_signature(backend),
+        torch.is_grad_enabled(), inputs.dtype is torch.float32 and tf32_allowed(),
+    )
+
+
 def swav_loss(
     inputs: torch.Tensor | Sequence[torch.Tensor],
     prototypes: torch.Tensor | None = None,
@@ -111,7 +150,50 @@ def swav_loss(
     Returns:
         0-d loss, float32 for 16-bit inputs, else the input dtype. Gradients flow into
         ``inputs`` and ``prototypes``; codes and queues are constants.
+
+    A call with the signature of an earlier one (tensor shapes, strides, dtypes, devices and alignment,
+    every other argument, grad mode) reuses what that call prepared: its checks passed, its backend,
+    and on the Triton backend every launch (DESIGN §5a).
     """
+    signature = None
+    if process_group is None and not _is_compiling():
+        try:
+            signature = _call_signature(inputs, prototypes, nmb_crops, crops_for_assign, temperature, epsilon,
+                                        sinkhorn_iterations, queue, queue_scores, backend)
+            prepared = _PREPARED.get(signature)
+        except TypeError:  # not preparable: the full path every time
+            signature = prepared = None
+        if prepared is not None:
+            if check_finite_inputs:
+                check_finite(_named_inputs(inputs, prototypes, queue, queue_scores))
+            return prepared(inputs, prototypes, queue, queue_scores)
+    prepared = _prepare_swav_loss(inputs, prototypes, nmb_crops, crops_for_assign, temperature, epsilon,
+                                  sinkhorn_iterations, queue, queue_scores, process_group, backend)
+    if check_finite_inputs:
+        rows, _ = _crop_major_rows("inputs", inputs)
+        check_finite(_named_inputs(rows, prototypes, queue, queue_scores))
+    if signature is not None:
+        if len(_PREPARED) >= _PREPARED_LIMIT:
+            _PREPARED.clear()
+        _PREPARED[signature] = prepared
+    return prepared(inputs, prototypes, queue, queue_scores)
+
+
+def _named_inputs(rows, prototypes, queue, queue_scores) -> dict:
+    named = {"inputs": rows}
+    for name, value in (("prototypes", prototypes), ("queue", queue), ("queue_scores", queue_scores)):
+        if isinstance(value, torch.Tensor):
+            named[name] = value
+        elif isinstance(value, (list, tuple)):
+            named[name] = torch.stack(list(value))
+    return named
+
+
+def _prepare_swav_loss(inputs, prototypes, nmb_crops, crops_for_assign, temperature, epsilon, sinkhorn_iterations,
+                       queue, queue_scores, process_group, backend):
+    """Check every argument (raising errors that name it) and return the call
+    ``(inputs, prototypes, queue, queue_scores) -> loss`` for these arguments and any later call with
+    the same signature: the backend's prepared call where it has one, else the generic orchestration."""
     rows, listed_crops = _crop_major_rows("inputs", inputs)
     if nmb_crops is None:
         if listed_crops is None:
@@ -126,12 +208,10 @@ def swav_loss(
             f"inputs has {rows.shape[0]} rows, which is not a positive multiple of the {n_crops} crops"
         )
     spec = _spec(n_crops, crops_for_assign, temperature, epsilon, sinkhorn_iterations, process_group)
-    batch = rows.shape[0] // n_crops
     n_assign = len(spec.crops_for_assign)
     if rows.shape[1] == 0:
         raise ValueError("inputs must have at least one column")
 
-    named = {"inputs": rows}
     if prototypes is not None:
         check_tensor("prototypes", prototypes, 2)
         check_same_device("prototypes", prototypes, "inputs", rows)
@@ -141,21 +221,47 @@ def swav_loss(
                 f"prototypes must have shape (K >= 1, D={rows.shape[1]}) to match the embeddings, "
                 f"got {tuple(prototypes.shape)}"
             )
-        named["prototypes"] = prototypes
     elif queue is not None:
         raise ValueError("queue holds embeddings and needs prototypes to score them; pass queue_scores instead")
     if queue is not None and queue_scores is not None:
         raise ValueError("pass either queue (embeddings) or queue_scores, not both")
     n_prototypes = rows.shape[1] if prototypes is None else prototypes.shape[0]
-    queue = _check_queue("queue", queue, n_assign, rows.shape[1], "D", rows)
-    queue_scores = _check_queue("queue_scores", queue_scores, n_assign, n_prototypes, "K", rows)
-    for name, value in (("queue", queue), ("queue_scores", queue_scores)):
-        if value is not None:
-            named[name] = value
-    if check_finite_inputs:
-        check_finite(named)
-
+    checked_queue = _check_queue("queue", queue, n_assign, rows.shape[1], "D", rows)
+    checked_queue_scores = _check_queue("queue_scores", queue_scores, n_assign, n_prototypes, "K", rows)
     impl = resolve_backend(backend, rows.device, rows.dtype)
+
+    # A backend's prepared call launches outside torch.compile's view: while compiling, the generic
+    # path's custom ops run instead.
+    if (listed_crops is None and not isinstance(queue, (list, tuple)) and not isinstance(queue_scores, (list, tuple))
+            and not _is_compiling()):
+        with_grad = torch.is_grad_enabled() and (rows.requires_grad or (prototypes is not None
+                                                                         and prototypes.requires_grad))
+        if prototypes is not None and queue_scores is None:
+            call = impl.prepare_embeddings_loss(rows, prototypes, checked_queue, spec, with_grad)
+        elif prototypes is None:
+            call = impl.prepare_scores_loss(rows, checked_queue_scores, spec, with_grad)
+        else:
+            call = None
+        if call is not None:
+            return call
+
+    def generic(inputs, prototypes, queue, queue_scores):
+        rows, _ = _crop_major_rows("inputs", inputs) if not isinstance(inputs, torch.Tensor) else (inputs, None)
+        if isinstance(queue, (list, tuple)):
+            queue = torch.stack(list(queue))
+        if isinstance(queue_scores, (list, tuple)):
+            queue_scores = torch.stack(list(queue_scores))
+        return _generic_loss(impl, spec, rows, prototypes,
+                             queue if checked_queue is not None else None,
+                             queue_scores if checked_queue_scores is not None else None)
+
+    return generic
+
+
+def _generic_loss(impl, spec, rows, prototypes, queue, queue_scores) -> torch.Tensor:
+    """DESIGN §1 through the backend's three operations: the codes of the assign crops, then the loss."""
+    batch = rows.shape[0] // spec.n_crops
+    n_assign = len(spec.crops_for_assign)
     queued = queue if queue is not None else queue_scores
     if queued is not None and queued.dtype != rows.dtype:
         queued = queued.to(rows.dtype)  # the kernels read queue and batch rows in one tile
@@ -168,7 +274,7 @@ def swav_loss(
     )
     if prototypes is not None and queue_scores is not None:  # queued scores with embeddings: score the batch
         with torch.no_grad():
-            assign = rows.detach().reshape(n_crops, batch, -1)[list(spec.crops_for_assign)]
+            assign = rows.detach().reshape(spec.n_crops, batch, -1)[list(spec.crops_for_assign)]
             scores = (assign.float() @ prototypes.detach().float().t()).reshape(n_assign * batch, -1)
         sinkhorn_rows = SinkhornRows(scores, queue_scores.detach().float(), tuple(range(n_assign)), batch, None)
     with torch.no_grad():

@@ -122,6 +122,9 @@ class SwAVLoss(nn.Module):
         """Shift the queue and put this batch's assign-crop embeddings at the front."""
         n_crops = check_n_crops(self.nmb_crops)
         batch = embeddings.shape[0] // n_crops
+        if embeddings.device != self.queue.device:
+            raise ValueError(f"SwAVLoss's queue is on {self.queue.device} but the embeddings are on {embeddings.device}; "
+                             f"move the module to the embeddings' device first (loss_module.to({str(embeddings.device)!r}))")
         if not self.queue_is_full and embeddings.is_cuda and torch.cuda.is_current_stream_capturing():
             raise RuntimeError("SwAVLoss: a step is being captured in a CUDA graph while the queue still fills; "
                                "capture once queue_is_full (replays cannot advance the host's fill count)")

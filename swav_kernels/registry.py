@@ -72,6 +72,13 @@ def _load(name: str) -> Backend | None:
     return _INSTANCES.get(name)
 
 
+def _load_backends(*names: str) -> None:
+    """Load ``names`` now rather than at first use (their loaders are cheap): a torch.compile trace that
+    found them unloaded would load them and then fail its own guard on the registry."""
+    for name in names:
+        _load(name)
+
+
 def unavailable_reason(name: str, device: torch.device, dtype: torch.dtype) -> str | None:
     """None when backend ``name`` runs on ``device`` with ``dtype``; else the reason why not."""
     backend = _load(name)
@@ -87,11 +94,14 @@ def _check_name(name) -> None:
 
 def resolve_backend(name: str, device: torch.device, dtype: torch.dtype) -> Backend:
     """The backend that will run tensors of ``dtype`` on ``device`` for ``backend=name``;
-    resolved once per (name, device, dtype) and cached."""
+    resolved once per (name, device, dtype) and cached (not while torch.compile traces: the cache
+    growing under a compiled function would fail its guard and compile it again)."""
     key = (name, device, dtype)
     backend = _RESOLVED.get(key)
     if backend is None:
-        backend = _RESOLVED[key] = _resolve(name, device, dtype)
+        backend = _resolve(name, device, dtype)
+        if not torch.compiler.is_compiling():
+            _RESOLVED[key] = backend
     return backend
 
 

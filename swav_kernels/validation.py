@@ -15,9 +15,16 @@ import torch
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def _is_compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and compiler.is_compiling())
+_is_compiling = torch.compiler.is_compiling  # True while torch.compile traces the caller
+
+# torch.backends.cuda.matmul.allow_tf32 is read through a module __getattr__ that first raises and
+# catches an AttributeError (≈ 1 µs); the function behind it is read directly where there is one.
+_get_allow_tf32 = getattr(torch._C, "_get_cublas_allow_tf32", None)
+
+
+def tf32_allowed() -> bool:
+    """``torch.backends.cuda.matmul.allow_tf32``: whether fp32 matmuls may use TF32 tensor cores."""
+    return _get_allow_tf32() if _get_allow_tf32 is not None else torch.backends.cuda.matmul.allow_tf32
 
 
 def check_tensor(name: str, value, ndim: int | Sequence[int]) -> torch.Tensor:
@@ -83,45 +90,47 @@ def check_iterations(name: str, value) -> int:
     return int(value)
 
 
-def check_n_crops(nmb_crops) -> int:
-    """``nmb_crops`` as an int V (total crops) or a list of crop counts per resolution."""
+def check_n_crops(nmb_crops, name: str = "nmb_crops") -> int:
+    """``nmb_crops`` as an int V (total crops) or a list of crop counts per resolution; errors
+    call it ``name``."""
     if isinstance(nmb_crops, bool):
-        raise TypeError("nmb_crops must be an int or a sequence of ints, got bool")
+        raise TypeError(f"{name} must be an int or a sequence of ints, got bool")
     if isinstance(nmb_crops, numbers.Integral):
         counts = [int(nmb_crops)]
     elif isinstance(nmb_crops, Sequence) and not isinstance(nmb_crops, str):
         if not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in nmb_crops):
-            raise TypeError(f"nmb_crops must hold ints, got {list(nmb_crops)!r}")
+            raise TypeError(f"{name} must hold ints, got {list(nmb_crops)!r}")
         counts = [int(c) for c in nmb_crops]
     else:
-        raise TypeError(f"nmb_crops must be an int or a sequence of ints, got {type(nmb_crops).__name__}")
+        raise TypeError(f"{name} must be an int or a sequence of ints, got {type(nmb_crops).__name__}")
     if not counts or any(c < 0 for c in counts):
-        raise ValueError(f"nmb_crops must hold non-negative crop counts, got {nmb_crops!r}")
+        raise ValueError(f"{name} must hold non-negative crop counts, got {nmb_crops!r}")
     total = sum(counts)
     if total < 2:
         raise ValueError(
-            f"nmb_crops must add up to at least 2 crops (the loss predicts one crop from another), got {nmb_crops!r}"
+            f"{name} must add up to at least 2 crops (the loss predicts one crop from another), got {nmb_crops!r}"
         )
     return total
 
 
-def check_crops_for_assign(crops_for_assign, n_crops: int) -> tuple[int, ...]:
+def check_crops_for_assign(crops_for_assign, n_crops: int, name: str = "crops_for_assign") -> tuple[int, ...]:
+    """Distinct crop indices in ``[0, n_crops)``; errors call the argument ``name``."""
     if isinstance(crops_for_assign, numbers.Integral) and not isinstance(crops_for_assign, bool):
         crops_for_assign = (int(crops_for_assign),)
     if not isinstance(crops_for_assign, Sequence) or isinstance(crops_for_assign, str):
         raise TypeError(
-            f"crops_for_assign must be a sequence of crop indices, got {type(crops_for_assign).__name__}"
+            f"{name} must be a sequence of crop indices, got {type(crops_for_assign).__name__}"
         )
     if not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in crops_for_assign):
-        raise TypeError(f"crops_for_assign must hold ints, got {list(crops_for_assign)!r}")
+        raise TypeError(f"{name} must hold ints, got {list(crops_for_assign)!r}")
     crops = tuple(int(c) for c in crops_for_assign)
     if not crops:
-        raise ValueError("crops_for_assign must name at least one crop")
+        raise ValueError(f"{name} must name at least one crop")
     if len(set(crops)) != len(crops):
-        raise ValueError(f"crops_for_assign must not repeat a crop, got {crops}")
+        raise ValueError(f"{name} must not repeat a crop, got {crops}")
     bad = [c for c in crops if not 0 <= c < n_crops]
     if bad:
         raise ValueError(
-            f"crops_for_assign holds {bad}, outside the {n_crops} crops (valid indices 0..{n_crops - 1})"
+            f"{name} holds {bad}, outside the {n_crops} crops (valid indices 0..{n_crops - 1})"
         )
     return crops

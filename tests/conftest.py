@@ -32,3 +32,12 @@ def pytest_collection_modifyitems(config, items):
 def _seed():
     """Every test starts from the same random state, so a failure reproduces."""
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _own_working_directory(tmp_path_factory, monkeypatch):
+    """Every test runs in its own empty temporary folder (not its ``tmp_path``, which stays
+    the test's own), so nothing in the directory pytest was started from (a clone where
+    ``swav-train`` left ``swav-run/``) changes a test, and whatever a default relative path
+    writes lands there, not in the clone."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))

@@ -1,13 +1,13 @@
-"""Counting what a call would launch and where it would wait, on a machine without a GPU.
+"""Counting what a call would launch and where it would wait, on a machine without a GPU (and on one).
 
 ``DeviceWork`` is a dispatch mode that records every ATen op that reaches it, except those run
 inside a Triton kernel launch (the interpreter computes kernels with torch ops of its own), and
-counts each Triton launch (interpreted, ``TRITON_INTERPRET=1``) once, and each launch of a CUDA
-kernel of csrc/ run by the CPU emulation (tests/cuda_emulation: pybind calls, not torch ops; the
-emulated module logs the kernels it launches, read here in order). An ATen op counts as a device
-launch unless it only makes a view or allocates memory. Separately it records what would make
-the host wait for the device or build host tensors per call: ``.item()`` and friends, branches on
-a tensor's value, and tensors made from Python data.
+counts each Triton launch (interpreted under ``TRITON_INTERPRET=1``, compiled on a GPU) once, and
+each launch of a CUDA kernel of csrc/ run by the CPU emulation (tests/cuda_emulation: pybind calls,
+not torch ops; the emulated module logs the kernels it launches, read here in order). An ATen op
+counts as a device launch unless it only makes a view or allocates memory. Separately it records
+what would make the host wait for the device or build host tensors per call: ``.item()`` and
+friends, branches on a tensor's value, and tensors made from Python data.
 """
 from __future__ import annotations
 
@@ -74,32 +74,40 @@ class DeviceWork:
     def __enter__(self):
         self._take_emulated_launches()
         self.launches.clear()  # launched before this block
+        self._patched = []
         try:
             from triton.runtime.interpreter import InterpretedFunction
         except ImportError:  # no triton: the CUDA emulation's and ATen's launches are still counted
-            self._original_run = None
             self._mode.__enter__()
             return self
+        from triton.runtime.jit import JITFunction
+
+        from swav_kernels.triton import launcher
 
         work = self
-        self._original_run = InterpretedFunction.run
+        self._patched = [(InterpretedFunction, "run", InterpretedFunction.run), (JITFunction, "run", JITFunction.run),
+                         (launcher, "hooks_installed", launcher.hooks_installed)]
 
-        def counted_run(function, *args, **kwargs):
-            if kwargs.get("warmup"):
-                return work._original_run(function, *args, **kwargs)
-            with work._kernel(function.fn.__name__):
-                return work._original_run(function, *args, **kwargs)
+        def counting(original):
+            def counted_run(function, *args, **kwargs):
+                if kwargs.get("warmup"):
+                    return original(function, *args, **kwargs)
+                with work._kernel(function.fn.__name__):
+                    return original(function, *args, **kwargs)
+            return counted_run
 
-        InterpretedFunction.run = counted_run
+        InterpretedFunction.run = counting(InterpretedFunction.run)
+        JITFunction.run = counting(JITFunction.run)
+        # prepared calls take their kernel[grid] path, whose launches are the direct path's
+        # (tests/test_null_driver.py holds them equal byte for byte), so that every launch is seen
+        launcher.hooks_installed = lambda: True
         self._mode.__enter__()
         return self
 
     def __exit__(self, *exc):
         self._take_emulated_launches()
-        if self._original_run is not None:
-            from triton.runtime.interpreter import InterpretedFunction
-
-            InterpretedFunction.run = self._original_run
+        for owner, name, original in self._patched:
+            setattr(owner, name, original)
         return self._mode.__exit__(*exc)
 
 

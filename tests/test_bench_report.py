@@ -26,48 +26,49 @@ def test_peer_paths():
 
 def test_target_lines_say_measured_target_and_met_or_missed():
     records = [
-        _record("swav-1gpu", "bfloat16", "triton", 0.9, kernels=11),
+        _record("swav-1gpu", "bfloat16", "triton", 1.05, kernels=12),
+        _record("swav-1gpu", "bfloat16", "triton-graph", 1.03),
+        _record("swav-1gpu", "bfloat16", "triton-scores", 0.5, kernels=14),
         _record("swav-1gpu", "bfloat16", "cuda", 4.2, kernels=95),
-        _record("swav-1gpu", "bfloat16", "cuda-scores", 3.3, kernels=10),
-        _record("swav-1gpu", "bfloat16", "triton-graph", status="failed",
+        _record("swav-1gpu", "bfloat16", "cuda-graph", status="failed",
                 reason="GraphCaptureError: CUDA graph capture failed: RuntimeError: Cannot copy between CPU and CUDA"),
-        _record("swav-1gpu", "bfloat16", "cuda-graph", 0.3),
         _record("large-k", "bfloat16", "triton", 5.5, peak_mib=1063.0),
-        _record("large-k", "float32", "cuda", 221.5),
-        _record("tiny", "bfloat16", "plain", 3.5),
-        _record("tiny", "bfloat16", "triton", 7.1),
-        _record("tiny", "bfloat16", "cuda", 3.4),
+        _record("large-k", "bfloat16", "cuda", 4.9, peak_mib=600.0),
+        _record("large-k", "float32", "cuda", 221.5, peak_mib=1000.0),
+        _record("tiny", "bfloat16", "triton", 0.24),
+        _record("tiny", "bfloat16", "cuda", 0.4),
     ]
     lines = target_lines(records)
     text = "\n".join(lines)
-    assert "target: swav-1gpu bf16 fwd+bwd eager <= 1 ms: triton 0.9 ms met" in lines
-    assert "target: swav-1gpu bf16 fwd+bwd eager <= 1 ms: cuda 4.2 ms MISSED" in lines
-    assert "target: swav-1gpu bf16 fwd+bwd eager <= 1 ms: cuda-scores 3.3 ms MISSED" in lines
-    assert ("target: swav-1gpu bf16 fwd+bwd captured (CUDA graph) <= 0.35 ms: triton-graph failed "
-            "(GraphCaptureError: CUDA graph capture failed: RuntimeError: Cannot copy between CPU and CUDA) MISSED") in lines
-    assert "target: swav-1gpu bf16 fwd+bwd captured (CUDA graph) <= 0.35 ms: cuda-graph 0.3 ms met" in lines
-    assert "target: large-k bf16 fwd+bwd <= 6 ms: triton 5.5 ms met" in lines
-    assert "target: large-k bf16 fwd+bwd peak extra memory <= 700 MiB: triton 1063 MiB MISSED" in lines
-    assert "target: large-k fp32 exact fwd+bwd <= 30 ms: cuda 221.5 ms MISSED" in lines
-    assert "target: tiny fwd+bwd eager <= plain's time: triton bfloat16 7.1 ms vs plain 3.5 ms MISSED" in lines
-    assert "target: tiny fwd+bwd eager <= plain's time: cuda bfloat16 3.4 ms vs plain 3.5 ms met" in lines
-    assert "target: kernels per fwd+bwd (fused path) <= 12 kernels: triton bfloat16 11 kernels met" in lines
-    assert "target: kernels per fwd+bwd (fused path) <= 12 kernels: cuda bfloat16 95 kernels MISSED" in lines
-    assert "target: kernels per fwd+bwd (scores path) <= 10 kernels: cuda-scores bfloat16 10 kernels met" in lines
-    assert "x eager" not in text and ">= 10x" not in text  # the old targets are gone
+    assert ("target: [triton] swav-1gpu bf16 fwd+bwd eager, over its captured replay <= captured + 0.15 ms: "
+            "triton 1.05 ms = captured 1.03 ms + 0.02 ms met") in lines
+    assert "target: [triton] tiny bf16 fwd+bwd eager <= 0.25 ms: triton 0.24 ms met" in lines
+    assert "target: [triton] swav-1gpu bf16 fwd+bwd captured (CUDA graph) <= 0.25 ms: triton-graph 1.03 ms MISSED" in lines
+    assert ("target: [triton] kernels per fwd+bwd (scores path) <= 10 kernels: triton-scores bfloat16 14 kernels "
+            "MISSED") in lines
+    assert "target: [triton] large-k bf16 fwd+bwd <= 6 ms: triton 5.5 ms met" in lines
+    assert "target: [triton] large-k bf16 fwd+bwd peak extra memory <= 700 MiB: triton 1063 MiB MISSED" in lines
+    assert "target: [cuda] large-k bf16 fwd+bwd <= 5 ms: cuda 4.9 ms met" in lines
+    assert "target: [cuda] large-k fp32 exact fwd+bwd <= 30 ms: cuda 221.5 ms MISSED" in lines
+    assert "target: [cuda] large-k fp32 exact fwd+bwd peak extra memory <= 1536 MiB: cuda 1000 MiB met" in lines
+    assert "target: [cuda] swav-1gpu bf16 fwd+bwd eager <= 0.6 ms: cuda 4.2 ms MISSED" in lines
+    assert "target: [cuda] tiny bf16 fwd+bwd eager <= 0.3 ms: cuda 0.4 ms MISSED" in lines
+    # a backend's target never reads another backend's peers
+    assert "target: [cuda] large-k bf16 fwd+bwd <= 5 ms: triton" not in text
+    assert "vs plain" not in text  # the old targets are gone
     # a run that allowed TF32 cannot speak for the exact-fp32 target
-    assert ("target: large-k fp32 exact fwd+bwd <= 30 ms: not measured (this run let float32 matmuls use TF32: "
-            "not exact)") in target_lines(records, allow_tf32=True)
+    assert ("target: [triton] large-k fp32 exact fwd+bwd <= 30 ms: not measured (this run let float32 matmuls use "
+            "TF32: not exact)") in target_lines(records, allow_tf32=True)
 
 
 def test_target_lines_without_kernel_backends_or_counts():
     lines = target_lines([_record("swav-1gpu", "float32", "reference", 5.0),
                           _record("swav-1gpu", "float32", "triton", 9.8)])
-    assert ("target: swav-1gpu bf16 fwd+bwd eager <= 1 ms: not measured in this run "
-            "(no fused/scores peer on swav-1gpu bfloat16)") in lines
-    assert ("target: kernels per fwd+bwd (fused path) <= 12 kernels: triton float32 n/a "
+    assert ("target: [triton] tiny bf16 fwd+bwd eager <= 0.25 ms: not measured in this run "
+            "(no triton fused peer on tiny bfloat16)") in lines
+    assert ("target: [triton] kernels per fwd+bwd (fused path) <= 12 kernels: triton float32 n/a "
             "(not counted on this device)") in lines
-    assert len(lines) == 8  # one line per target at least
+    assert len(lines) == 14  # one line per target at least
 
 
 def test_device_line_names_the_device_that_ran():

@@ -133,7 +133,7 @@ def test_dry_run_output_fits_the_device_tool(dry_run):
     assert "command: bash benchmarks/gpu_session.sh quick --dry-run" in env and "commit: " in env
     assert "torch" in env
     table = (out / "table.txt").read_text()
-    assert "target: swav-1gpu bf16 fwd+bwd eager <= 1 ms" in table and "device: cpu (" in table
+    assert "target: [triton] tiny bf16 fwd+bwd eager <= 0.25 ms" in table and "device: cpu (" in table
     results = json.loads((out / "results.json").read_text())
     assert results["complete"] is True
     assert {(r["shape"], r["dtype"]) for r in results["results"]} == {("tiny", "bfloat16"), ("tiny", "float32")}

@@ -67,7 +67,7 @@ def test_scores_path_stays_within_the_launch_budget(shape):
 
 def test_module_queue_update_adds_one_launch_once_full():
     p = make_problem(n_crops=8, batch=4, prototypes=60, dim=16)
-    module = SwAVLoss(nmb_crops=[2, 6], queue_length=8, feat_dim=16, backend="triton")
+    module = SwAVLoss(nmb_crops=[2, 6], queue_length=8, feat_dim=16, backend="triton").to(DEVICE)
     z = p.embeddings.to(DEVICE).requires_grad_()
     c = p.prototypes.to(DEVICE).requires_grad_()
     for _ in range(2):  # fill the queue

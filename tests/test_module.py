@@ -69,3 +69,12 @@ def test_module_queue_needs_embeddings_and_feat_dim():
         module(torch.randn(4, 6))
     with pytest.raises(ValueError, match="feat_dim=4"):
         module(torch.randn(4, 6), torch.randn(5, 6))
+
+
+def test_a_queue_on_another_device_than_the_embeddings_is_a_clear_error():
+    # before the queue is full it is not passed to the loss, so the module itself must say it
+    module = SwAVLoss(nmb_crops=[2, 2], queue_length=8, feat_dim=4)
+    z = torch.nn.functional.normalize(torch.randn(8, 4), dim=1).to("meta")
+    c = torch.randn(5, 4, device="meta")
+    with pytest.raises(ValueError, match="move the module"):
+        module(z, c)

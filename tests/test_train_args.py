@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 pytest.importorskip("torchvision", reason="swav-train needs torchvision (pip install '.[train]')")
 
@@ -25,6 +26,22 @@ def test_paper_preset_with_data(tmp_path):
     assert (args.min_scale_crops, args.max_scale_crops) == ([0.14, 0.05], [1.0, 0.14])
     for name, value in PAPER.items():
         assert getattr(args, name) == value, name
+
+
+def test_a_run_in_the_starting_directory_changes_no_test(tmp_path):
+    """The README's order: ``swav-train`` in the clone leaves ``swav-run/`` there, then
+    ``pytest -q``. The preset tests parse the default ``--dump-path swav-run``; each test runs
+    in its own temporary folder (tests/conftest.py), so that earlier run is not theirs."""
+    (tmp_path / "swav-run").mkdir()
+    for name in ("checkpoint.pt", "log.csv", "summary.json"):
+        (tmp_path / "swav-run" / name).write_bytes(b"an earlier run")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "preset"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "3 passed" in result.stdout, result.stdout[-3000:]
+    assert (tmp_path / "swav-run" / "log.csv").read_bytes() == b"an earlier run"
 
 
 def test_explicit_options_override_the_preset():
@@ -80,9 +97,10 @@ def test_unusable_backend_on_this_device_is_a_usage_error(capsys, tmp_path):
     name = next((n for n in unusable if status.get(n) is not None), None)
     if name is None:
         pytest.skip("every registered backend runs on CPU here")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--device", "cpu", "--loss-backend", name, "--dump-path", str(tmp_path)])
-    assert exit_info.value.code == 2 and f"--loss-backend {name} cannot run on cpu" in capsys.readouterr().err
+    message = usage_error(["--device", "cpu", "--loss-backend", name, "--dump-path", str(tmp_path)], capsys)
+    usable = ", ".join(["auto"] + [n for n, reason in status.items() if reason is None])
+    assert message.startswith(f"--loss-backend {name} cannot run on cpu: {status[name]}")
+    assert message.endswith(f"; available here: {usable}")
 
 
 def test_command_line_error_has_no_traceback():
@@ -165,10 +183,65 @@ def test_resume_and_overwrite_exclude_each_other(capsys, tmp_path):
     assert exit_info.value.code == 2 and "--resume and --overwrite" in capsys.readouterr().err
 
 
-def test_missing_torchvision_is_one_clear_line(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "torchvision", None)  # import torchvision now raises ImportError
+def usage_error(argv, capsys) -> str:
+    """The one error line of ``swav-train argv`` (exit status 2, argparse's usage above it)."""
     with pytest.raises(SystemExit) as exit_info:
-        main(["--help"])
+        main(argv)
     err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and err.startswith("swav-train: error: swav-train needs torchvision")
-    assert "pip install '.[train]'" in err and "Traceback" not in err
+    assert exit_info.value.code == 2, err
+    assert err.startswith("usage: swav-train") and "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("swav-train: error: ")]
+    assert len(errors) == 1 and err.endswith(errors[0] + "\n"), err
+    return errors[0].removeprefix("swav-train: error: ")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_cuda_is_a_usage_error(capsys, tmp_path):
+    message = usage_error(["--device", "cuda", "--dump-path", str(tmp_path / "run")], capsys)
+    assert message.startswith("--device cuda: no CUDA device here (torch ") and message.endswith("available: auto, cpu")
+    assert not (tmp_path / "run").exists()
+
+
+def fake_gpus(monkeypatch, count: int, bf16: bool = True) -> None:
+    """torch.cuda reports ``count`` GPUs (none is touched: the checks run before any CUDA call)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args, **kwargs: "Tesla V100-SXM2-16GB")
+
+
+@pytest.mark.parametrize("device", ["auto", "cuda"])
+def test_more_local_ranks_than_gpus_is_a_usage_error(device, monkeypatch, capsys, tmp_path):
+    fake_gpus(monkeypatch, 2)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    message = usage_error(["--device", device, "--dump-path", str(tmp_path)], capsys)
+    assert message == (f"--device {device}: local rank 3 needs a GPU of its own and 2 are visible; start at most 2 "
+                       "process(es) per node (torchrun --nproc_per_node 2), or --device cpu")
+
+
+def test_bf16_autocast_on_a_gpu_without_bf16_is_a_usage_error(monkeypatch, capsys, tmp_path):
+    fake_gpus(monkeypatch, 1, bf16=False)
+    message = usage_error(["--device", "cuda", "--amp", "--dump-path", str(tmp_path)], capsys)
+    assert message == ("--amp: bf16 autocast needs a GPU with bfloat16 (compute capability >= 8.0), which "
+                       "Tesla V100-SXM2-16GB is not; available: --no-amp")
+
+
+@pytest.mark.parametrize("environment, expected", [
+    ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is not an integer (torchrun sets it)"),
+    ({"WORLD_SIZE": "0"}, "WORLD_SIZE=0: a run needs at least 1 process"),
+    ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK=2 is outside the WORLD_SIZE=2 processes (ranks 0 to 1)"),
+    ({"LOCAL_RANK": "-1"}, "LOCAL_RANK=-1 must be >= 0"),
+])
+def test_an_impossible_world_is_a_usage_error(environment, expected, monkeypatch, capsys, tmp_path):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert usage_error(["--device", "cpu", "--dump-path", str(tmp_path)], capsys) == expected
+
+
+def test_sync_bn_on_cpu_ranks_is_a_usage_error(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    message = usage_error(["--device", "cpu", "--sync-bn", "--dump-path", str(tmp_path)], capsys)
+    assert message.startswith("--sync-bn: torch's SyncBatchNorm runs on CUDA devices only") and "--no-sync-bn" in message

@@ -133,7 +133,11 @@ def test_embeddings_loss_forward_and_backward(dtype, rows, prototypes, dim, crop
         assert rel_err(actual.cpu(), wanted) <= TOLERANCE[dtype]
     loss_only, lse_only, empty = embeddings_loss.embeddings_loss(z, c, device_bundle, crops, 10.0, False,
                                                                  splits=splits)
-    assert empty.shape == (0, dim) and torch.equal(lse_only, lse) and torch.equal(loss_only, loss)
+    # Without the output the kernel is compiled without softmax·C: the same sums, scheduled differently
+    # (on sm_90 the last bit of lse and of the loss can move), so the two agree within float32 rounding.
+    assert empty.shape == (0, dim)
+    torch.testing.assert_close(lse_only, lse, rtol=4 * torch.finfo(torch.float32).eps, atol=0)
+    torch.testing.assert_close(loss_only, loss, rtol=16 * torch.finfo(torch.float32).eps, atol=0)
     grad = torch.tensor(0.37, device=DEVICE)
     grad_z, grad_c = embeddings_grad.embeddings_loss_backward(grad, z, c, device_bundle, crops, 10.0, lse, out,
                                                               splits=splits)

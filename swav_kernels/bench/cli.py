@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import pathlib
 import sys
 import time
@@ -84,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("swav-bench-results"),
                         help="folder for results.json, table.txt and the PNG plots")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--host", action="store_true",
+                        help="measure only the host cost of one eager fwd+bwd of the Triton backend (fused and scores "
+                             "paths, tiny shape); without a GPU through Triton's real launch path to a CUDA driver that "
+                             "does nothing, as an sm_90 device with 132 SMs (the H200's split rules)")
+    parser.add_argument("--host-profile", action="store_true", help="with --host: the top functions (cProfile)")
+    parser.add_argument("--host-calls", type=int, default=500, help="with --host: calls per timed repeat")
+    parser.add_argument("--host-repeats", type=int, default=9, help="with --host: timed repeats (the best is kept)")
     parser.add_argument("--from-json", type=pathlib.Path, metavar="RESULTS_JSON",
                         help="measure nothing: print the table and draw the plots of an earlier run's results.json")
     return parser
@@ -163,6 +171,15 @@ def main(argv=None) -> int:
         if not args.from_json.is_file():
             parser.error(f"--from-json: no such file {str(args.from_json)!r}")
         return _from_json(args)
+    if args.host:
+        from . import host
+
+        if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") == "1":
+            parser.error("--host measures Triton's real launch path: unset TRITON_INTERPRET")
+        if args.host_calls < 1 or args.host_repeats < 1:
+            parser.error("--host-calls and --host-repeats must be >= 1")
+        return host.main(profile=args.host_profile, calls=args.host_calls, repeats=args.host_repeats,
+                         threads=args.threads or 1)
     device = _check_args(parser, args)
     threads, tf32 = torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32
     try:

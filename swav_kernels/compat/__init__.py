@@ -5,7 +5,9 @@ and return conventions, and computing through ``swav_kernels.swav_loss`` /
 ``swav_kernels.sinkhorn`` (kernel backends where the device allows, the reference
 elsewhere; every adapter takes a keyword-only ``backend=``, and a keyword-only
 ``check_finite_inputs=`` that is False by default: non-finite inputs then give a
-non-finite result, as in the trainers; True raises ValueError naming the input):
+non-finite result, as in the trainers; True raises ValueError naming the input). Their argument
+errors name each argument as the trainer's API spells it (``preds[2]``, ``num_iters``,
+``sinkhorn_epsilon``, ``loss_config.num_iters``, ``args.epsilon``), not as the core API does:
 
 - ``compat.lightly``: ``SwaVLoss``, ``sinkhorn``; ``patch()`` / ``unpatch()``.
 - ``compat.solo_learn``: ``swav_loss_func``, ``SinkhornKnopp``; ``patch()`` / ``unpatch()``.

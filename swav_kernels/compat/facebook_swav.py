@@ -36,8 +36,9 @@ from typing import Sequence
 import torch
 
 from ..loss import sinkhorn, swav_loss
-from ..validation import check_crops_for_assign, check_n_crops, check_tensor
-from ._common import check_inputs_finite, default_process_group, loss_dtype
+from ..validation import (check_crops_for_assign, check_iterations, check_n_crops, check_positive_float,
+                          check_same_device, check_tensor)
+from ._common import check_inputs_finite, check_scores, default_process_group, loss_dtype
 
 __all__ = ["distributed_sinkhorn", "swav_loss_block"]
 
@@ -62,6 +63,9 @@ def distributed_sinkhorn(
     initialised, as ``main_swav.py`` does, and runs locally otherwise.
     ``check_finite_inputs``: raise ValueError if ``out`` holds NaN or ±inf (one host sync);
     by default the codes are then non-finite, as in ``main_swav.py``."""
+    check_scores("out", out)
+    check_positive_float("epsilon", epsilon)
+    check_iterations("sinkhorn_iterations", sinkhorn_iterations)
     check_inputs_finite(check_finite_inputs, {"out": out})
     codes = sinkhorn(out, epsilon=epsilon, iterations=sinkhorn_iterations,
                      process_group=default_process_group(process_group), backend=backend,
@@ -123,25 +127,38 @@ def swav_loss_block(
     """
     given = dict(nmb_crops=nmb_crops, crops_for_assign=crops_for_assign, temperature=temperature,
                  epsilon=epsilon, sinkhorn_iterations=sinkhorn_iterations)
-    settings = {name: value if value is not None else getattr(args, name, DEFAULTS[name])
-                for name, value in given.items()}
+    settings, spelled = {}, {}  # each setting, and its name as the caller gave it (keyword or args.name)
+    for name, value in given.items():
+        if value is not None:
+            settings[name], spelled[name] = value, name
+        elif hasattr(args, name):
+            settings[name], spelled[name] = getattr(args, name), f"args.{name}"
+        else:
+            settings[name], spelled[name] = DEFAULTS[name], name
     nmb_crops = settings["nmb_crops"]
-    n_crops = check_n_crops(nmb_crops)
-    assign = check_crops_for_assign(settings["crops_for_assign"], n_crops)
-    check_tensor("output", output, 2)
+    n_crops = check_n_crops(nmb_crops, spelled["nmb_crops"])
+    assign = check_crops_for_assign(settings["crops_for_assign"], n_crops, spelled["crops_for_assign"])
+    for name in ("temperature", "epsilon"):
+        check_positive_float(spelled[name], settings[name])
+    check_iterations(spelled["sinkhorn_iterations"], settings["sinkhorn_iterations"])
+    check_scores("output", output)
     check_tensor("embedding", embedding, 2)
+    check_same_device("embedding", embedding, "output", output)
     if output.shape[0] % n_crops or embedding.shape[0] != output.shape[0]:
         raise ValueError(
             f"output {tuple(output.shape)} and embedding {tuple(embedding.shape)} must both have V·B rows "
-            f"for the {n_crops} crops of nmb_crops={nmb_crops!r}"
+            f"for the {n_crops} crops of {spelled['nmb_crops']}={nmb_crops!r}"
         )
     batch = output.shape[0] // n_crops
     queue_scores = None
     if queue is not None:
         _check_queue(queue, len(assign), batch, embedding.shape[1])
+        check_same_device("queue", queue, "output", output)
         check_tensor("prototypes", prototypes, 2)
-        if prototypes.shape[1] != embedding.shape[1]:
-            raise ValueError(f"prototypes must have shape (K, D={embedding.shape[1]}), got {tuple(prototypes.shape)}")
+        check_same_device("prototypes", prototypes, "output", output)
+        if prototypes.shape != (output.shape[1], embedding.shape[1]):
+            raise ValueError(f"prototypes must have shape (K={output.shape[1]}, D={embedding.shape[1]}) to match "
+                             f"output and embedding, got {tuple(prototypes.shape)}")
     with_queue = queue is not None
     check_inputs_finite(check_finite_inputs, {"output": output, "embedding": embedding if with_queue else None,
                                               "queue": queue, "prototypes": prototypes if with_queue else None})

@@ -24,6 +24,18 @@ of one length.
 
 ``patch()`` makes lightly's own ``SwaVLoss`` (instances made before the call included) and
 ``sinkhorn`` run through swav_kernels; ``unpatch()`` restores them.
+
+Where each entry point works, and what it was tested against (torch 2.14.1):
+
+- The drop-ins ``SwaVLoss`` and ``sinkhorn`` work everywhere (they import nothing of lightly).
+  They are compared with lightly 1.6.0's own ``lightly/loss/swav_loss.py``, loaded directly as a
+  file from the installed package (tests/compat_upstream.py).
+- ``patch()`` imports lightly's package (``lightly.loss.swav_loss``). Tested with lightly 1.6.0
+  installed by ``pip install --no-deps lightly==1.6.0`` (its loss imports torch only): the
+  package imports, and the patched lightly loss equals the drop-in bit for bit. Installing lightly
+  with its requirements takes torchvision, which must be the release for your torch (see
+  ``swav-train --help``). Its errors say whether lightly is missing or installed with a failing
+  import (quoting that import's error), and name the drop-ins.
 """
 from __future__ import annotations
 
@@ -36,8 +48,9 @@ from torch import Tensor, nn
 
 from ..loss import sinkhorn as _sinkhorn
 from ..loss import swav_loss
-from ._common import check_inputs_finite, default_process_group
-from ._patching import Patch, everywhere, import_trainer
+from ..validation import check_iterations, check_positive_float, check_same_device
+from ._common import check_inputs_finite, check_scores, check_views, default_process_group, named_entries
+from ._patching import Patch, Trainer, everywhere, import_trainer
 
 __all__ = ["SwaVLoss", "sinkhorn", "patch", "unpatch"]
 
@@ -63,11 +76,21 @@ def sinkhorn(
     default group (when torch.distributed is initialised). ``check_finite_inputs``
     (keyword only): raise ValueError if ``out`` holds NaN or ±inf (one host sync); by
     default non-finite scores give non-finite codes, as in lightly."""
+    check_scores("out", out)
+    check_iterations("iterations", iterations)
+    check_positive_float("epsilon", epsilon)
     check_inputs_finite(check_finite_inputs, {"out": out})
     codes = _sinkhorn(out, epsilon=epsilon, iterations=iterations,
                       process_group=_gather_group(gather_distributed), backend=backend,
                       check_finite_inputs=False)
     return codes.to(out.dtype)
+
+
+def _check_settings(temperature, sinkhorn_iterations, sinkhorn_epsilon) -> None:
+    """lightly's settings, named as in its ``SwaVLoss(...)``."""
+    check_positive_float("temperature", temperature)
+    check_iterations("sinkhorn_iterations", sinkhorn_iterations)
+    check_positive_float("sinkhorn_epsilon", sinkhorn_epsilon)
 
 
 def _forward(
@@ -77,23 +100,34 @@ def _forward(
     queue_outputs: Optional[List[Tensor]] = None,
 ) -> Tensor:
     """lightly's ``SwaVLoss.forward``: per-crop ``(B, K)`` scores → loss of shape ``(1,)``."""
-    high = list(high_resolution_outputs)
-    low = list(low_resolution_outputs)
-    if not high:
+    _check_settings(self.temperature, self.sinkhorn_iterations, self.sinkhorn_epsilon)
+    high_named = named_entries("high_resolution_outputs", high_resolution_outputs)
+    low_named = named_entries("low_resolution_outputs", low_resolution_outputs)
+    if not high_named:
         raise ValueError("high_resolution_outputs is empty; pass one (B, K) tensor per high-resolution crop")
+    if len(high_named) + len(low_named) < 2:
+        raise ValueError("high_resolution_outputs and low_resolution_outputs hold 1 crop in all; SwaV needs at "
+                         "least 2 crops (each is predicted from the others)")
+    first = check_views(high_named + low_named)
+    high = [tensor for _, tensor in high_named]
+    low = [tensor for _, tensor in low_named]
     queue_scores = None
     if queue_outputs is not None:
-        queue_outputs = list(queue_outputs)
+        queue_named = named_entries("queue_outputs", queue_outputs)
+        queue_outputs = [tensor for _, tensor in queue_named]
         if len(queue_outputs) != len(high):
             raise ValueError(
                 f"queue_outputs must hold one (L, K) tensor per high-resolution crop ({len(high)}), "
                 f"got {len(queue_outputs)}"
             )
-        if any(not isinstance(q, Tensor) or q.shape != queue_outputs[0].shape for q in queue_outputs):
-            raise ValueError(
-                "queue_outputs must be tensors of one shape (L, K), got shapes "
-                f"{[tuple(q.shape) if isinstance(q, Tensor) else type(q).__name__ for q in queue_outputs]}"
-            )
+        for name, queue in queue_named:
+            check_scores(name, queue)
+            check_same_device(name, queue, "high_resolution_outputs[0]", first)
+            if queue.shape != queue_outputs[0].shape or queue.shape[1] != first.shape[1]:
+                raise ValueError(
+                    f"queue_outputs must be tensors of one shape (L, K={first.shape[1]}, the K of "
+                    f"high_resolution_outputs[0]), got shapes {[tuple(q.shape) for q in queue_outputs]}"
+                )
         queue_scores = torch.stack([q.detach() for q in queue_outputs])
     check_inputs_finite(getattr(self, "check_finite_inputs", False), {
         "high_resolution_outputs": high, "low_resolution_outputs": low, "queue_outputs": queue_outputs})
@@ -140,6 +174,7 @@ class SwaVLoss(nn.Module):
         check_finite_inputs: bool = False,
     ):
         super().__init__()
+        _check_settings(temperature, sinkhorn_iterations, sinkhorn_epsilon)
         if sinkhorn_gather_distributed and not dist.is_available():
             raise ValueError(
                 "sinkhorn_gather_distributed is True but torch.distributed is not available; "
@@ -162,13 +197,22 @@ class SwaVLoss(nn.Module):
 
 _PATCH = Patch()
 
+LIGHTLY = Trainer(
+    name="lightly",
+    distribution="lightly",
+    works_with=("lightly 1.6.0 (tested on torch 2.14.1), installed without its requirements so that your torch and "
+                "torchvision stay: pip install --no-deps lightly==1.6.0"),
+    drop_in="from swav_kernels.compat.lightly import SwaVLoss, sinkhorn (lightly's signatures)",
+)
+
 
 def patch() -> bool:
     """Make lightly's ``SwaVLoss`` and ``sinkhorn`` run through swav_kernels.
 
     Replaces ``SwaVLoss.forward`` on lightly's class (existing instances included) and
-    ``sinkhorn`` wherever lightly's modules hold it. Returns False if already patched."""
-    module = import_trainer("lightly.loss.swav_loss", "pip install lightly")
+    ``sinkhorn`` wherever lightly's modules hold it. Returns False if already patched.
+    ImportError where lightly does not import, saying what failed and naming the drop-ins."""
+    module = import_trainer("lightly.loss.swav_loss", LIGHTLY)
     swaps = everywhere(module.sinkhorn, sinkhorn, "lightly")
     swaps.append((module.SwaVLoss, "forward", _forward))
     return _PATCH.apply(swaps)

@@ -29,6 +29,22 @@ the true world size and ranks hold equal rows).
 
 ``patch()`` swaps solo-learn's ``swav_loss_func`` (wherever it was imported) and
 ``SinkhornKnopp.forward`` for these; ``unpatch()`` restores them.
+
+Where each entry point works, and what it was tested against (torch 2.14.1):
+
+- The drop-ins ``swav_loss_func`` and ``SinkhornKnopp`` work everywhere: they import nothing of
+  solo-learn. They are compared with solo-learn 1.0.2's own ``solo/losses/swav.py`` and
+  ``solo/utils/sinkhorn_knopp.py``, loaded directly as files from the installed package
+  (``pip install --no-deps solo-learn==1.0.2``; tests/compat_upstream.py), not imported.
+- ``patch()`` imports solo-learn's package (``solo.losses.swav``, which imports ``solo`` and its
+  training stack). solo-learn 1.0.2, the only release on PyPI, cannot be imported beside a torch
+  this package supports: it pins torch 1.9.1 and pytorch-lightning 1.4.7 and needs pl_bolts
+  (lightning-bolts). ``patch()`` works with solo-learn's repository (main; tested at commit
+  9187ea3) and its own requirements, lightning 2.1.2, torchmetrics < 0.12 and setuptools < 81
+  (``pkg_resources``, which its ``setup.py`` and lightning 2.1.2 import): there solo-learn's own
+  ``tests/methods/test_swav.py`` trains through the patched loss (2 loss and 4 Sinkhorn calls
+  reach swav_kernels). Its errors say whether solo-learn is missing or installed with a failing
+  import (quoting that import's error), and name the drop-ins.
 """
 from __future__ import annotations
 
@@ -38,8 +54,9 @@ import torch
 from torch import nn
 
 from ..loss import sinkhorn, swapped_prediction_loss
-from ._common import check_inputs_finite, default_process_group, loss_dtype
-from ._patching import Patch, everywhere, import_trainer
+from ..validation import check_iterations, check_positive_float, check_same_device, check_tensor
+from ._common import check_inputs_finite, check_scores, check_views, default_process_group, loss_dtype, named_entries
+from ._patching import Patch, Trainer, everywhere, import_trainer
 
 __all__ = ["SinkhornKnopp", "swav_loss_func", "patch", "unpatch"]
 
@@ -64,13 +81,23 @@ def swav_loss_func(
             holds NaN or ±inf (keyword only; one host sync). False (default): non-finite
             inputs give a non-finite loss, as in solo-learn.
     """
-    preds = list(preds)
-    assignments = list(assignments)
-    if len(preds) < 2:
-        raise ValueError(f"preds must hold at least 2 views (each is predicted from the others), got {len(preds)}")
-    if not assignments:
+    preds_named = named_entries("preds", preds)
+    assignments_named = named_entries("assignments", assignments)
+    if len(preds_named) < 2:
+        raise ValueError(f"preds must hold at least 2 views (each is predicted from the others), got {len(preds_named)}")
+    if not assignments_named:
         raise ValueError("assignments is empty; pass the (B, K) codes of at least one view")
-    assignments = assignments[: len(preds)]
+    check_positive_float("temperature", temperature)
+    first = check_views(preds_named)
+    assignments_named = assignments_named[: len(preds_named)]
+    for name, codes in assignments_named:
+        check_tensor(name, codes, 2)
+        check_same_device(name, codes, "preds[0]", first)
+        if codes.shape != first.shape:
+            raise ValueError(f"{name} has shape {tuple(codes.shape)} but preds[0] has {tuple(first.shape)}; each "
+                             "assignment holds the (B, K) codes of one view")
+    preds = [tensor for _, tensor in preds_named]
+    assignments = [tensor for _, tensor in assignments_named]
     check_inputs_finite(check_finite_inputs, {"preds": preds, "assignments": assignments})
     codes = torch.stack([a.detach() for a in assignments])
     loss = swapped_prediction_loss(preds, codes, range(len(assignments)), temperature, backend,
@@ -78,9 +105,17 @@ def swav_loss_func(
     return loss.to(loss_dtype(preds[0], assignments[0]))
 
 
+def _check_knopp_settings(num_iters, epsilon) -> None:
+    """solo-learn's ``SinkhornKnopp`` settings, named as in its constructor."""
+    check_iterations("num_iters", num_iters)
+    check_positive_float("epsilon", epsilon)
+
+
 @torch.no_grad()
 def _sinkhorn_knopp_forward(self, Q: torch.Tensor) -> torch.Tensor:
     """Codes ``(N, K)`` of scores ``Q (N, K)``, in Q's dtype."""
+    check_scores("Q", Q)
+    _check_knopp_settings(self.num_iters, self.epsilon)
     check_inputs_finite(getattr(self, "check_finite_inputs", False), {"Q": Q})
     codes = sinkhorn(Q, epsilon=self.epsilon, iterations=self.num_iters,
                      process_group=default_process_group(), backend=getattr(self, "backend", "auto"),
@@ -103,6 +138,7 @@ class SinkhornKnopp(nn.Module):
     def __init__(self, num_iters: int = 3, epsilon: float = 0.05, world_size: int = 1, *, backend: str = "auto",
                  check_finite_inputs: bool = False):
         super().__init__()
+        _check_knopp_settings(num_iters, epsilon)
         self.num_iters = num_iters
         self.epsilon = epsilon
         self.world_size = world_size
@@ -115,11 +151,34 @@ class SinkhornKnopp(nn.Module):
 _PATCH = Patch()
 
 
+def _known_failure(version, error) -> str | None:
+    if version == "1.0.2":
+        return ("solo-learn 1.0.2, the only release on PyPI, pins torch 1.9.1 and pytorch-lightning 1.4.7 and needs "
+                "pl_bolts (lightning-bolts), so it does not import beside the torch >= 2.11 that swav_kernels needs "
+                "(installing its requirements would replace torch).")
+    return None
+
+
+SOLO_LEARN = Trainer(
+    name="solo-learn",
+    distribution="solo-learn",
+    works_with=("solo-learn's repository (main; tested at commit 9187ea3 on torch 2.14.1) and its requirements "
+                "lightning 2.1.2, torchmetrics < 0.12 and setuptools < 81: pip install 'setuptools<81' "
+                "'lightning==2.1.2' 'torchmetrics<0.12' einops hydra-core timm scipy scikit-learn torch=={torch} "
+                "(and torchvision's release for that torch), then pip install --no-build-isolation --no-deps git+https://github.com/vturrisi/solo-learn.git"),
+    drop_in=("from swav_kernels.compat.solo_learn import swav_loss_func, SinkhornKnopp (solo-learn's signatures; call "
+             "them where solo-learn's SwAV method does)"),
+    known_failure=_known_failure,
+)
+
+
 def patch() -> bool:
     """Make solo-learn's ``swav_loss_func`` and ``SinkhornKnopp`` run through swav_kernels.
-    Returns False if already patched."""
-    losses = import_trainer("solo.losses.swav", "pip install solo-learn")
-    knopp = import_trainer("solo.utils.sinkhorn_knopp", "pip install solo-learn")
+    Returns False if already patched. Needs an importable solo-learn (its repository's main with
+    lightning 2.1.2, torchmetrics < 0.12, setuptools < 81; not the 1.0.2 release): ImportError
+    otherwise, saying what failed and naming the drop-ins, which need no solo-learn."""
+    losses = import_trainer("solo.losses.swav", SOLO_LEARN)
+    knopp = import_trainer("solo.utils.sinkhorn_knopp", SOLO_LEARN)
     swaps = everywhere(losses.swav_loss_func, swav_loss_func, "solo")
     swaps.append((knopp.SinkhornKnopp, "forward", _sinkhorn_knopp_forward))
     return _PATCH.apply(swaps)

@@ -30,19 +30,37 @@ replacement and ``1e-12`` padding of empty prototypes have nothing to do).
 
 ``patch()`` makes VISSL's own ``SwAVCriterion.forward`` run through swav_kernels (configs
 with ``shk_powerlaw`` keep VISSL's code); ``unpatch()`` restores it.
+
+Where each entry point works, and what it was tested against (torch 2.14.1):
+
+- The drop-ins ``SwAVLoss`` and ``SwAVCriterion`` work everywhere (they import nothing of
+  VISSL). They are compared with VISSL 0.1.6's own ``vissl/losses/swav_loss.py`` and
+  ``distibuted_sinkhornknopp.py``, loaded directly as files from the installed package with
+  classy_vision's loss registry and iopath stubbed (tests/compat_upstream.py).
+- ``patch()`` imports VISSL's package (``vissl.losses.swav_loss``), which no VISSL release
+  allows beside a torch this package supports: VISSL 0.1.6 (the last release) needs fvcore,
+  iopath, hydra-core 1.0.7 and setuptools < 81, and with them its bundled classy_vision still
+  fails at import (it imports ``torchvision.datasets.kinetics.Kinetics400``, which torchvision
+  0.29.1 does not have; measured). So ``patch()`` was tested only on VISSL's loss module loaded
+  as in the tests; it applies wherever VISSL imports (an older stack, or a fork). Its errors say
+  whether VISSL is missing or installed with a failing import (quoting that import's error), and
+  name the drop-in.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import numbers
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..loss import sinkhorn, swapped_prediction_loss
-from ._common import check_inputs_finite, default_process_group
-from ._patching import Patch, import_trainer
+from ..validation import (check_crops_for_assign, check_iterations, check_n_crops, check_positive_float,
+                          check_same_device, check_tensor)
+from ._common import check_inputs_finite, check_scores, default_process_group
+from ._patching import Patch, Trainer, import_trainer
 
 __all__ = ["SwAVCriterion", "SwAVLoss", "patch", "unpatch"]
 
@@ -60,12 +78,43 @@ def _config(config, name: str, default=_REQUIRED):
     return value
 
 
+def _check_settings(prefix: str, temperature, crops_for_assign, num_crops, num_iters, epsilon, num_prototypes,
+                    local_queue_length, embedding_dim, temp_hard_assignment_iters) -> None:
+    """VISSL's swav_loss settings; errors name each as the caller wrote it: its config key after
+    ``prefix`` (``loss_config.num_iters`` from ``SwAVLoss``, ``num_iters`` from ``SwAVCriterion``)."""
+    check_positive_float(f"{prefix}temperature", temperature)
+    if isinstance(num_crops, bool) or not isinstance(num_crops, numbers.Integral):
+        raise TypeError(f"{prefix}num_crops must be an int (crops per image), got {type(num_crops).__name__}")
+    n_crops = check_n_crops(num_crops, f"{prefix}num_crops")
+    check_crops_for_assign(crops_for_assign, n_crops, f"{prefix}crops_for_assign")
+    check_iterations(f"{prefix}num_iters", num_iters)
+    check_positive_float(f"{prefix}epsilon", epsilon)
+    heads = num_prototypes if isinstance(num_prototypes, Sequence) and not isinstance(num_prototypes, str) else None
+    if not heads or not all(isinstance(k, numbers.Integral) and not isinstance(k, bool) and k > 0 for k in heads):
+        raise ValueError(f"{prefix}num_prototypes must be a list of prototype counts >= 1, one per head, "
+                         f"got {num_prototypes!r}")
+    queue_prefix = "loss_config.queue." if prefix else ""
+    if check_iterations(f"{queue_prefix}local_queue_length", local_queue_length) > 0:
+        if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, numbers.Integral) or embedding_dim < 1:
+            raise ValueError(f"{prefix}embedding_dim must be an int >= 1 (the queue holds embeddings), "
+                             f"got {embedding_dim!r}")
+    check_iterations(f"{prefix}temp_hard_assignment_iters", temp_hard_assignment_iters)
+
+
+def _check_head_scores(name: str, scores, num_crops: int, num_prototypes: int) -> None:
+    """One head's scores: ``(num_crops·B, K)`` with this head's K prototypes."""
+    check_scores(name, scores)
+    if scores.shape[0] % num_crops or scores.shape[1] != num_prototypes:
+        raise ValueError(f"{name} must have shape (num_crops·B, K) with num_crops={num_crops} and this head's "
+                         f"num_prototypes K={num_prototypes}, got {tuple(scores.shape)}")
+
+
 def _criterion_forward(self, scores: torch.Tensor, head_id: int) -> torch.Tensor:
     """VISSL's ``SwAVCriterion.forward``: the SwAV loss of one head's ``(V·B, K)`` scores."""
-    if scores.dim() != 2 or scores.shape[0] % self.num_crops:
-        raise ValueError(
-            f"scores must be (num_crops·B, K) with num_crops={self.num_crops}, got {tuple(scores.shape)}"
-        )
+    _check_settings("", self.temperature, self.crops_for_assign, self.num_crops, self.nmb_sinkhornknopp_iters,
+                    self.epsilon, self.num_prototypes, self.local_queue_length, self.embedding_dim,
+                    self.temp_hard_assignment_iters)
+    _check_head_scores("scores", scores, self.num_crops, self.num_prototypes[head_id])
     batch = scores.shape[0] // self.num_crops
     crops = [int(c) for c in self.crops_for_assign]
     backend = getattr(self, "backend", "auto")
@@ -118,6 +167,8 @@ class SwAVCriterion(nn.Module):
         super().__init__()
         if shk_powerlaw:
             raise ValueError(f"shk_powerlaw={shk_powerlaw} is not supported by swav_kernels; use 0.0")
+        _check_settings("", temperature, crops_for_assign, num_crops, num_iters, epsilon, num_prototypes,
+                        local_queue_length, embedding_dim, temp_hard_assignment_iters)
         self.temperature = temperature
         self.crops_for_assign = list(crops_for_assign)
         self.num_crops = num_crops
@@ -181,17 +232,22 @@ class SwAVLoss(nn.Module):
         self.loss_config = loss_config
         queue = _config(loss_config, "queue")
         self.queue_start_iter = _config(queue, "start_iter")
+        settings = {name: _config(loss_config, name) for name in (
+            "temperature", "crops_for_assign", "num_crops", "num_iters", "epsilon", "num_prototypes", "embedding_dim",
+            "temp_hard_assignment_iters")}
+        local_queue_length = _config(queue, "local_queue_length")
+        _check_settings("loss_config.", local_queue_length=local_queue_length, **settings)
         self.swav_criterion = SwAVCriterion(
-            _config(loss_config, "temperature"),
-            _config(loss_config, "crops_for_assign"),
-            _config(loss_config, "num_crops"),
-            _config(loss_config, "num_iters"),
-            _config(loss_config, "epsilon"),
+            settings["temperature"],
+            settings["crops_for_assign"],
+            settings["num_crops"],
+            settings["num_iters"],
+            settings["epsilon"],
             _config(loss_config, "use_double_precision"),
-            _config(loss_config, "num_prototypes"),
-            _config(queue, "local_queue_length"),
-            _config(loss_config, "embedding_dim"),
-            _config(loss_config, "temp_hard_assignment_iters"),
+            settings["num_prototypes"],
+            local_queue_length,
+            settings["embedding_dim"],
+            settings["temp_hard_assignment_iters"],
             _config(loss_config, "output_dir", ""),
             _config(loss_config, "shk_powerlaw", 0.0),
             backend=backend,
@@ -204,8 +260,24 @@ class SwAVLoss(nn.Module):
 
     def forward(self, output, target=None) -> torch.Tensor:
         criterion = self.swav_criterion
-        if len(output) < 2:
+        if not isinstance(output, Sequence) or len(output) < 2:
             raise ValueError("output must be [embedding, scores_head0, ...] with at least one head")
+        if len(output) - 1 != criterion.nmb_heads:
+            raise ValueError(f"output holds {len(output) - 1} head(s) of scores after the embedding, but "
+                             f"loss_config.num_prototypes names {criterion.nmb_heads}")
+        for head_id, head_scores in enumerate(output[1:]):
+            name = f"output[{head_id + 1}]"
+            _check_head_scores(name, head_scores, criterion.num_crops, criterion.num_prototypes[head_id])
+            check_same_device(name, head_scores, "output[1]", output[1])
+            if head_scores.shape[0] != output[1].shape[0]:
+                raise ValueError(f"{name} has {head_scores.shape[0]} rows but output[1] has {output[1].shape[0]}; "
+                                 "every head scores the same num_crops·B rows")
+        if criterion.local_queue_length > 0:  # the embedding fills the queue (VISSL reads it only then)
+            embedding = check_tensor("output[0]", output[0], 2)
+            if embedding.shape != (output[1].shape[0], criterion.embedding_dim):
+                raise ValueError(f"output[0] (the embedding) must have shape (num_crops·B={output[1].shape[0]}, "
+                                 f"loss_config.embedding_dim={criterion.embedding_dim}), got {tuple(embedding.shape)}")
+            check_same_device("output[0]", embedding, "output[1]", output[1])
         criterion.use_queue = criterion.local_queue_length > 0 and bool(
             criterion.num_iteration >= self.queue_start_iter
         )
@@ -222,10 +294,32 @@ class SwAVLoss(nn.Module):
 _PATCH = Patch()
 
 
+def _known_failure(version, error) -> str | None:
+    if "Kinetics400" in str(error):
+        return ("VISSL's bundled classy_vision imports torchvision.datasets.kinetics.Kinetics400, which the "
+                "torchvision releases for the torch >= 2.11 that swav_kernels needs do not have (measured: 0.29.1).")
+    if version == "0.1.6":
+        return ("VISSL 0.1.6 needs fvcore, iopath, hydra-core 1.0.7 and setuptools < 81, and even with them its "
+                "bundled classy_vision fails at import beside torchvision 0.29.1 (no Kinetics400).")
+    return None
+
+
+VISSL = Trainer(
+    name="VISSL",
+    distribution="vissl",
+    works_with=("a VISSL that imports beside your torch {torch}; no release does beside torch >= 2.11 (0.1.6 measured "
+                "with torchvision 0.29.1), so patch() was tested only on VISSL 0.1.6's loss module loaded directly"),
+    drop_in=("from swav_kernels.compat.vissl import SwAVLoss (SwAVLoss(loss_config) with VISSL's config keys and "
+             "forward(output, target))"),
+    known_failure=_known_failure,
+)
+
+
 def patch() -> bool:
     """Make VISSL's ``SwAVCriterion.forward`` run through swav_kernels. Returns False if
-    already patched."""
-    module = import_trainer("vissl.losses.swav_loss", "install VISSL (pip install vissl)")
+    already patched. ImportError where VISSL does not import (no release does beside a
+    supported torch), saying what failed and naming the drop-in."""
+    module = import_trainer("vissl.losses.swav_loss", VISSL)
     original = module.SwAVCriterion.forward
 
     def forward(self, scores, head_id):

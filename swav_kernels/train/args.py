@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import textwrap
 from typing import Sequence
 
-from ..registry import backend_names
+import torch
+
+from ..registry import backend_names, backend_status
+from . import requirements, runtime
 from .model import arch_names
 
 # The paper's recipe (ResNet-50, 2×224 + 6×96 crops, K = 3000, queue 3840 from epoch 15).
@@ -84,10 +88,11 @@ class Parser(argparse.ArgumentParser):
         return args
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Shows every option's default once: ``(default: …)`` is appended only where the help
     text does not state the default itself (the preset options give both presets' values,
-    the device-dependent ones say what decides)."""
+    the device-dependent ones say what decides). Description and epilog keep their lines, so
+    that an install command stays on one line."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
@@ -128,10 +133,12 @@ def build_parser() -> Parser:
     """The ``swav-train`` argument parser."""
     parser = Parser(
         prog="swav-train",
-        description="SwAV pre-training (facebookresearch/swav main_swav.py) with the swav_kernels loss. "
-        "Without --data it trains on scikit-learn's 8x8 digits and compares k-NN and linear-probe accuracy "
-        "of the trained features with the randomly initialised network. Unset options take the digits "
-        "defaults, or with --data the paper's ImageNet recipe.",
+        description=textwrap.fill(
+            "SwAV pre-training (facebookresearch/swav main_swav.py) with the swav_kernels loss. "
+            "Without --data it trains on scikit-learn's 8x8 digits and compares k-NN and linear-probe accuracy "
+            "of the trained features with the randomly initialised network. Unset options take the digits "
+            "defaults, or with --data the paper's ImageNet recipe.", 88),
+        epilog=requirements.help_text(),
         formatter_class=HelpFormatter,
     )
     data = parser.add_argument_group("data")
@@ -172,7 +179,11 @@ def build_parser() -> Parser:
     optim.add_argument("--start-warmup", type=_non_negative_float, default=0.0, help="learning rate at step 0")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--arch", choices=arch_names(), help="backbone (default: digits resnet8; paper resnet50)")
+    try:
+        archs = arch_names()
+    except Exception:  # torchvision missing or broken: parse_args says so before any option is used
+        archs = None
+    model.add_argument("--arch", choices=archs, help="backbone (default: digits resnet8; paper resnet50)")
     model.add_argument("--width", type=_positive_int, help="first-stage width of resnet8/14/20 (default: digits 8; paper 32)")
     model.add_argument(
         "--small-stem",
@@ -258,9 +269,42 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
                      "--resume, replace it with --overwrite, or choose another --dump-path")
     if args.size_dataset < -1:
         parser.error(f"--size-dataset must be -1 (all) or >= 0, got {args.size_dataset}")
+    validate_run_environment(parser, args)
+
+
+def validate_run_environment(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Choices this machine cannot honour (device, process count, bf16 autocast, loss backend,
+    SyncBatchNorm): one ``parser.error`` line naming the option and what is available here."""
+    try:
+        _, world_size, local_rank = runtime.launch_env()
+    except ValueError as error:
+        parser.error(str(error))
+    problem = runtime.device_problem(args.device, local_rank)
+    if problem is not None:
+        parser.error(problem)
+    device = runtime.resolve_device(args.device, local_rank)
+    if args.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        parser.error(f"--amp: bf16 autocast needs a GPU with bfloat16 (compute capability >= 8.0), which "
+                     f"{torch.cuda.get_device_name(device)} is not; available: --no-amp")
+    if args.sync_bn and world_size > 1 and device.type != "cuda":
+        parser.error("--sync-bn: torch's SyncBatchNorm runs on CUDA devices only, these ranks use the CPU; "
+                     "available: --no-sync-bn")
+    if args.loss_backend != "auto":  # the loss sees float32 embeddings (autocast ends before it)
+        status = backend_status(device, torch.float32)
+        reason = status[args.loss_backend]
+        if reason is not None:
+            usable = ["auto"] + [name for name, why in status.items() if why is None]
+            parser.error(f"--loss-backend {args.loss_backend} cannot run on {device}: {reason}; available here: "
+                         f"{', '.join(usable)}")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse, fill preset defaults, validate (errors exit with status 2)."""
+    """Parse (``--help`` works whatever is installed), check that the trainer's requirements
+    import, fill preset defaults, validate. Every error exits with status 2: a usage error
+    through argparse, a missing requirement as one line with the pip command that installs it."""
     parser = build_parser()
-    return parser.finish(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    problem = requirements.missing_requirements()
+    if problem is not None:
+        parser.exit(2, f"{parser.prog}: error: {problem}\n")
+    return parser.finish(args)

@@ -17,7 +17,6 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..module import SwAVLoss
-from ..registry import backend_status
 from . import checkpoint as ckpt
 from . import data, report, runtime
 from .evaluate import Accuracy, comparison_table, evaluate_backbone
@@ -62,7 +61,8 @@ def build_model(args) -> SwAVModel:
 
 
 def resolve_run_options(args, rt: runtime.Runtime) -> None:
-    """Fill the device-dependent defaults (AMP, channels-last, SyncBN) and check the backend."""
+    """Fill the device-dependent defaults (AMP, channels-last, SyncBN); the choices this machine
+    cannot honour were refused when the options were parsed (``args.validate_run_environment``)."""
     on_gpu = rt.device.type == "cuda"
     if args.amp is None:
         args.amp = on_gpu
@@ -70,12 +70,6 @@ def resolve_run_options(args, rt: runtime.Runtime) -> None:
         args.channels_last = on_gpu
     if args.sync_bn is None:
         args.sync_bn = on_gpu and rt.distributed
-    if args.sync_bn and not on_gpu and rt.distributed:
-        raise ConfigError("--sync-bn needs CUDA devices (torch's SyncBatchNorm does not run on CPU ranks)")
-    if args.loss_backend != "auto":
-        reason = backend_status(rt.device, torch.float32).get(args.loss_backend)
-        if reason is not None:
-            raise ConfigError(f"--loss-backend {args.loss_backend} cannot run on {rt.device}: {reason}")
     requested = args.queue_length
     args.queue_length -= args.queue_length % (args.batch_size * rt.world_size)  # as main_swav.py
     if args.queue_length != requested:

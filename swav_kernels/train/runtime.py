@@ -34,6 +34,42 @@ class Runtime:
         return dist.group.WORLD if self.distributed else None
 
 
+def launch_env() -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)`` from torchrun's variables (``0, 1, 0`` without them);
+    ValueError naming the variable when one is impossible."""
+    values = {}
+    for name, default in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
+        text = os.environ.get(name, default)
+        try:
+            values[name] = int(text)
+        except ValueError:
+            raise ValueError(f"{name}={text!r} is not an integer (torchrun sets it)") from None
+    rank, world_size, local_rank = values["RANK"], values["WORLD_SIZE"], values["LOCAL_RANK"]
+    if world_size < 1:
+        raise ValueError(f"WORLD_SIZE={world_size}: a run needs at least 1 process")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"RANK={rank} is outside the WORLD_SIZE={world_size} processes (ranks 0 to {world_size - 1})")
+    if local_rank < 0:
+        raise ValueError(f"LOCAL_RANK={local_rank} must be >= 0")
+    if world_size > 1 and not dist.is_available():
+        raise ValueError(f"WORLD_SIZE={world_size}: this torch build has no torch.distributed; run one process")
+    return rank, world_size, local_rank
+
+
+def device_problem(name: str, local_rank: int = 0) -> str | None:
+    """None when ``--device name`` can run local rank ``local_rank`` here; else one line
+    naming the option and what is available."""
+    if name == "cuda" and not torch.cuda.is_available():
+        why = (f"torch {torch.__version__} is built without CUDA" if torch.version.cuda is None
+               else f"torch {torch.__version__}, built for CUDA {torch.version.cuda}, sees no GPU")
+        return f"--device cuda: no CUDA device here ({why}); available: auto, cpu"
+    if name in ("auto", "cuda") and torch.cuda.is_available() and local_rank >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        return (f"--device {name}: local rank {local_rank} needs a GPU of its own and {count} are visible; start at "
+                f"most {count} process(es) per node (torchrun --nproc_per_node {count}), or --device cpu")
+    return None
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``"auto"`` → ``cuda:local_rank`` when CUDA is usable, else CPU; ``"cuda"`` → ``cuda:local_rank``."""
     if name == "auto":
@@ -49,9 +85,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 def start(device_name: str) -> Runtime:
     """Join the torchrun process group when ``WORLD_SIZE > 1``; pick the device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world_size, local_rank = launch_env()
     device = resolve_device(device_name, local_rank)
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":

@@ -10,14 +10,17 @@ is read on the device (no host sync). Row ranges write partials that a merge ker
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
 
 from ..kernels import Codes
 from .launch import LOG2E, dot_precision, pack_crops
+from .launcher import Buffer, PreparedLaunch
 from .rows import DEVICE_LOG2E, predicted_codes, predicted_projection, predicted_weight
-from .tiles import balanced_ranges, matmul_tiles, row_splits
+from .tiles import Tiles, balanced_ranges, matmul_tiles, row_splits
 
 
 @triton.jit
@@ -90,37 +93,74 @@ def _prototype_grad_merge_kernel(partial_ptr, grad_ptr, grad_c_ptr, size, splits
     tl.store(grad_c_ptr + offsets, (coef * total).to(grad_c_ptr.dtype.element_ty), mask=mask)
 
 
+MERGE_BLOCK = 1024
+
+
+class BackwardShape(NamedTuple):
+    """Sizes, tiles and splits of the loss backward for z (M, D), c (K, D) and |A| × B codes."""
+
+    rows: int  # M
+    dim: int  # D
+    prototypes: int  # K
+    n_assign: int
+    batch: int
+    tiles: Tiles
+    splits: int  # row ranges of ∂C (1: no merge launch)
+    rows_per_split: int
+
+    @classmethod
+    def of(cls, rows: int, dim: int, prototypes: int, n_assign: int, batch: int, dtype: torch.dtype,
+           device: torch.device, splits: int | None = None) -> "BackwardShape":
+        tiles = matmul_tiles("backward", dim, dtype, dot_precision(dtype), prototypes, device)
+        if splits is None:
+            splits = row_splits(tiles, rows, prototypes, device)
+        rows_per_split, splits = balanced_ranges(rows, tiles.block_rows, splits)
+        return cls(rows, dim, prototypes, n_assign, batch, tiles, splits, rows_per_split)
+
+    def partial_shape(self) -> tuple | None:
+        """Shape of the ∂C split partials (float32), None when S = 1."""
+        return None if self.splits == 1 else (self.splits, self.prototypes, self.dim)
+
+
+def prepare_backward(shape: BackwardShape, dtype: torch.dtype, crops, inv_tau: float, z, c, codes, mass, projected,
+                     lse, out, grad, grad_z, grad_c, partial) -> list[PreparedLaunch]:
+    """The backward, plus the ∂C merge when S > 1. Buffers: ``z``, ``c``, the codes bundle and the
+    forward's ``lse``/``out`` in, ``grad`` the 0-d float32 upstream gradient; out ``grad_z``, ``grad_c``
+    (dtypes of z and c) and ``partial`` (S, K, D) float32 (None when S = 1)."""
+    tiles = shape.tiles
+    final = shape.splits == 1
+    prototype_programs = triton.cdiv(shape.prototypes, tiles.block_k) * shape.splits
+    coef_scale = inv_tau / (shape.n_assign * (shape.rows // shape.batch - 1) * shape.batch)
+    grid = (prototype_programs + triton.cdiv(shape.rows, tiles.block_rows),)
+    backward = PreparedLaunch(_backward_kernel, grid, (
+        z, c, shape.rows, shape.prototypes, shape.dim, codes, mass, projected, shape.batch, shape.n_assign,
+        pack_crops(crops), lse, out, grad, grad_z, grad_c, grad_c if final else partial, inv_tau * LOG2E,
+        coef_scale, shape.rows_per_split, prototype_programs),
+        dict(FINAL=final, PRECISION=dot_precision(dtype), BLOCK_M=tiles.block_rows, BLOCK_K=tiles.block_k,
+             BLOCK_D=tiles.block_d, num_warps=tiles.warps, num_stages=tiles.stages))
+    if final:
+        return [backward]
+    size = shape.prototypes * shape.dim
+    merge = PreparedLaunch(_prototype_grad_merge_kernel, (triton.cdiv(size, MERGE_BLOCK),),
+                           (partial, grad, grad_c, size, shape.splits, coef_scale),
+                           dict(BLOCK=MERGE_BLOCK, num_warps=4))
+    return [backward, merge]
+
+
 def embeddings_loss_backward(grad: torch.Tensor, z: torch.Tensor, c: torch.Tensor, codes: Codes, crops,
                              inv_tau: float, lse: torch.Tensor, out: torch.Tensor,
                              splits: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(∂z, ∂c)`` in the dtypes of z and c; ``grad`` a 0-d float32 tensor; ``splits`` forces the
     number of row ranges of the prototype gradient."""
     rows, dim = z.shape
-    prototypes = c.shape[0]
     n_assign, batch = codes.mass.shape
-    device = z.device
-    tiles = matmul_tiles("backward", dim, z.dtype, dot_precision(z.dtype), prototypes, device)
-    if splits is None:
-        splits = row_splits(tiles, rows, prototypes, device)
-    rows_per_split, splits = balanced_ranges(rows, tiles.block_rows, splits)
-    prototype_programs = triton.cdiv(prototypes, tiles.block_k) * splits
+    shape = BackwardShape.of(rows, dim, c.shape[0], n_assign, batch, z.dtype, z.device, splits)
     grad_z = torch.empty_like(z)
     grad_c = torch.empty_like(c)
-    final = splits == 1
-    partial = grad_c if final else torch.empty((splits, prototypes, dim), device=device, dtype=torch.float32)
-    n_crops = rows // batch
-    coef_scale = inv_tau / (n_assign * (n_crops - 1) * batch)
-    grid = (prototype_programs + triton.cdiv(rows, tiles.block_rows),)
-    _backward_kernel[grid](
-        z, c, rows, prototypes, dim, codes.codes, codes.mass, codes.projected, batch, n_assign, pack_crops(crops),
-        lse, out, grad, grad_z, grad_c, partial, inv_tau * LOG2E, coef_scale, rows_per_split, prototype_programs,
-        FINAL=final, PRECISION=dot_precision(z.dtype),
-        BLOCK_M=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
-        num_warps=tiles.warps, num_stages=tiles.stages,
-    )
-    if not final:
-        size = prototypes * dim
-        block = 1024
-        _prototype_grad_merge_kernel[(triton.cdiv(size, block),)](
-            partial, grad, grad_c, size, splits, coef_scale, BLOCK=block, num_warps=4)
+    partial_shape = shape.partial_shape()
+    partial = None if partial_shape is None else torch.empty(partial_shape, device=z.device, dtype=torch.float32)
+    buffers = (z, c, codes.codes, codes.mass, codes.projected, lse, out, grad, grad_z, grad_c, partial)
+    placeholders = [Buffer(i) if b is not None else None for i, b in enumerate(buffers)]
+    for launch in prepare_backward(shape, z.dtype, crops, inv_tau, *placeholders):
+        launch.run_tensors(buffers)
     return grad_z, grad_c

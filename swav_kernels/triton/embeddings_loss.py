@@ -10,14 +10,17 @@ row blocks are too few to fill the device the prototypes are split into ranges
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
 
 from ..kernels import Codes
 from .launch import LOG2E, dot_precision, pack_crops
+from .launcher import Buffer, PreparedLaunch
 from .rows import DEVICE_LN2, predicted_projection, predicted_weight
-from .tiles import balanced_ranges, key_splits, matmul_tiles
+from .tiles import Tiles, balanced_ranges, key_splits, matmul_tiles
 
 
 @triton.jit
@@ -130,42 +133,86 @@ def _loss_merge_kernel(
                  mass_ptr, projected_ptr, B, D, n_assign, crops_packed, inv_tau, inv_denom, WITH_OUTPUT)
 
 
+class LossForwardShape(NamedTuple):
+    """Sizes, tiles and splits of the loss forward for z (M, D), c (K, D) and |A| × B codes."""
+
+    rows: int  # M = V·B
+    dim: int  # D
+    prototypes: int  # K
+    n_assign: int  # |A|
+    batch: int  # B
+    with_output: bool  # also out = softmax·C (the backward needs it)
+    tiles: Tiles
+    splits: int  # prototype ranges S (1: no merge launch)
+    k_per_split: int
+
+    @classmethod
+    def of(cls, rows: int, dim: int, prototypes: int, n_assign: int, batch: int, dtype: torch.dtype,
+           device: torch.device, with_output: bool, splits: int | None = None) -> "LossForwardShape":
+        tiles = matmul_tiles("forward", dim, dtype, dot_precision(dtype), rows, device)
+        if splits is None:
+            splits = key_splits(tiles, rows, prototypes, device)
+        k_per_split, splits = balanced_ranges(prototypes, tiles.block_k, splits)
+        return cls(rows, dim, prototypes, n_assign, batch, with_output, tiles, splits, k_per_split)
+
+    @property
+    def row_blocks(self) -> int:
+        return triton.cdiv(self.rows, self.tiles.block_rows)
+
+    def partial_shapes(self) -> tuple:
+        """Shapes of the split partials (max, sum, acc); None for those not needed."""
+        if self.splits == 1:
+            return None, None, None
+        return ((self.splits, self.rows), (self.splits, self.rows),
+                (self.splits, self.rows, self.dim) if self.with_output else None)
+
+
+def prepare_loss_forward(shape: LossForwardShape, dtype: torch.dtype, crops, inv_tau: float, z, c, mass, projected,
+                         lse, out, block_loss, part_max, part_sum, part_acc) -> list[PreparedLaunch]:
+    """The loss forward, plus its merge when S > 1. Buffers: ``z``, ``c``, ``mass`` (|A|, B) and
+    ``projected`` (|A|, B, D) float32 in; out ``lse`` (M,), ``out`` (M, D) (None without output),
+    ``block_loss`` (row blocks,), and the split partials (None when S = 1), all float32."""
+    tiles = shape.tiles
+    final = shape.splits == 1
+    n_crops = shape.rows // shape.batch
+    inv_denom = 1.0 / (shape.n_assign * (n_crops - 1) * shape.batch)
+    packed = pack_crops(crops)
+    precision = dot_precision(dtype)
+    loss_arguments = (mass, projected, shape.batch, shape.n_assign, packed)
+    out_or_lse = out if shape.with_output else lse
+    forward = PreparedLaunch(_loss_forward_kernel, (shape.row_blocks, shape.splits), (
+        z, c, shape.rows, shape.prototypes, shape.dim,
+        lse if final else part_max, lse if final else part_sum,
+        lse if final or not shape.with_output else part_acc,
+        lse, out_or_lse, block_loss, *loss_arguments, inv_tau * LOG2E, inv_tau, inv_denom, shape.k_per_split),
+        dict(WITH_OUTPUT=shape.with_output, FINAL=final, PRECISION=precision,
+             BLOCK_M=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
+             num_warps=tiles.warps, num_stages=tiles.stages))
+    if final:
+        return [forward]
+    merge = PreparedLaunch(_loss_merge_kernel, (shape.row_blocks,), (
+        z, shape.rows, shape.dim, part_max, part_sum, part_acc if shape.with_output else lse, shape.splits,
+        lse, out_or_lse, block_loss, *loss_arguments, inv_tau, inv_denom),
+        dict(WITH_OUTPUT=shape.with_output, BLOCK_M=tiles.block_rows, BLOCK_D=tiles.block_d, num_warps=4))
+    return [forward, merge]
+
+
 def embeddings_loss(z: torch.Tensor, c: torch.Tensor, codes: Codes, crops, inv_tau: float, with_output: bool,
                     splits: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(loss, lse (M,), out (M, D) or (0, D))`` of ``z (M, D)``, ``c (K, D)`` and the codes'
     mass and projection; ``splits`` forces the number of prototype ranges."""
     rows, dim = z.shape
-    prototypes = c.shape[0]
     n_assign, batch = codes.mass.shape
-    device = z.device
-    tiles = matmul_tiles("forward", dim, z.dtype, dot_precision(z.dtype), rows, device)
-    row_blocks = triton.cdiv(rows, tiles.block_rows)
-    if splits is None:
-        splits = key_splits(tiles, rows, prototypes, device)
-    k_per_split, splits = balanced_ranges(prototypes, tiles.block_k, splits)
-    f32 = dict(device=device, dtype=torch.float32)
+    shape = LossForwardShape.of(rows, dim, c.shape[0], n_assign, batch, z.dtype, z.device, with_output, splits)
+    f32 = dict(device=z.device, dtype=torch.float32)
     lse = torch.empty(rows, **f32)
     out = torch.empty((rows if with_output else 0, dim), **f32)
-    block_loss = torch.empty(row_blocks, **f32)
-    final = splits == 1
-    part_max = lse if final else torch.empty((splits, rows), **f32)
-    part_sum = lse if final else torch.empty((splits, rows), **f32)
-    part_acc = lse if final or not with_output else torch.empty((splits, rows, dim), **f32)
-    n_crops = rows // batch
-    inv_denom = 1.0 / (n_assign * (n_crops - 1) * batch)
-    packed = pack_crops(crops)
-    loss_arguments = (codes.mass, codes.projected, batch, n_assign, packed)
-    _loss_forward_kernel[(row_blocks, splits)](
-        z, c, rows, prototypes, dim, part_max, part_sum, part_acc, lse, out if with_output else lse, block_loss,
-        *loss_arguments, inv_tau * LOG2E, inv_tau, inv_denom, k_per_split,
-        WITH_OUTPUT=with_output, FINAL=final, PRECISION=dot_precision(z.dtype),
-        BLOCK_M=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
-        num_warps=tiles.warps, num_stages=tiles.stages,
-    )
-    if not final:
-        _loss_merge_kernel[(row_blocks,)](
-            z, rows, dim, part_max, part_sum, part_acc, splits, lse, out if with_output else lse, block_loss,
-            *loss_arguments, inv_tau, inv_denom,
-            WITH_OUTPUT=with_output, BLOCK_M=tiles.block_rows, BLOCK_D=tiles.block_d, num_warps=4,
-        )
+    block_loss = torch.empty(shape.row_blocks, **f32)
+    partials = [None if s is None else torch.empty(s, **f32) for s in shape.partial_shapes()]
+    buffers = (z, c, codes.mass, codes.projected, lse, out, block_loss, *partials)
+    placeholders = [Buffer(i) if b is not None else None for i, b in enumerate(buffers)]
+    if not with_output:
+        placeholders[5] = None
+    for launch in prepare_loss_forward(shape, z.dtype, crops, inv_tau, *placeholders):
+        launch.run_tensors(buffers)
     return block_loss.sum(), lse, out

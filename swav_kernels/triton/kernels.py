@@ -13,7 +13,7 @@ import torch
 
 from .. import kernel_checks as checks
 from ..kernel_checks import KERNEL_DTYPES
-from .launch import crops_fit, interpreting
+from .launch import crops_fit, interpreting, kernel_device_type
 
 # Looked up once at import (without importing triton), never inside a torch.compile trace.
 _TRITON_MISSING = None if importlib.util.find_spec("triton") is not None else "triton is not installed"
@@ -25,15 +25,21 @@ class TritonKernels:
     name = "triton"
 
     @property
+    def traceable(self) -> bool:
+        """Whether the ops on these kernels can be Triton ops that torch.compile traces into (not under
+        the interpreter, whose kernels torch cannot wrap)."""
+        return not interpreting()
+
+    @property
     def device_type(self) -> str:
-        return "cpu" if interpreting() else "cuda"
+        return kernel_device_type()
 
     def unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
         if _TRITON_MISSING is not None:
             return _TRITON_MISSING
         if dtype not in KERNEL_DTYPES:
             return f"the Triton kernels take float32, float16 or bfloat16, not {dtype}"
-        if device.type == "cuda" or (device.type == "cpu" and interpreting()):
+        if device.type == kernel_device_type():
             return None
         return f"Triton kernels run on CUDA tensors (or on CPU under TRITON_INTERPRET=1), not on {device.type}"
 
@@ -43,6 +49,17 @@ class TritonKernels:
             raise ValueError(f"the Triton kernels take at most 7 assign crops with indices below 256, "
                              f"got {list(rows.crops)}")
         return rows
+
+    # ---- whole calls (prepared once per signature: swav_kernels.triton.prepared_loss) ------------
+
+    def check_fused_call(self, rows) -> None:
+        """The checks of every primitive of a fused call, made once when its plan is prepared."""
+        self._rows(rows)
+        checks.check_embeddings_and_prototypes(rows.main, rows.prototypes, self.device_type, "Triton")
+
+    def check_scores_call(self, rows) -> None:
+        """The checks of every primitive of a scores-path call, made once when its plan is prepared."""
+        self._rows(rows)
 
     # ---- family 2: Sinkhorn ------------------------------------------------------------------
 

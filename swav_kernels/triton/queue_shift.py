@@ -13,7 +13,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import pack_crops
+from . import launcher
+from .launch import pack_crops, stream_of
+from .launcher import Buffer, PreparedLaunch
 from .rows import unpack_crop
 
 BLOCK_COLUMNS = 32
@@ -44,12 +46,32 @@ def _queue_shift_kernel(queue_ptr, z_ptr, L, B, D, crops_packed, kept_rows,
         tl.store(base + j[:, None].to(tl.int64) * D + dims[None, :], values.to(queue_ptr.dtype.element_ty), mask=mask)
 
 
-def shift_queue(queue: torch.Tensor, embeddings: torch.Tensor, crops, batch: int) -> None:
-    """In place: ``queue (G, L, D)`` shifted down by ``batch`` rows, with rows
-    ``embeddings[crops[g]·B : crops[g]·B + B]`` (the first L of them) at the front of queue g."""
-    groups, length, dim = queue.shape
+def prepare_shift_queue(groups: int, length: int, dim: int, batch: int, crops, queue, embeddings) -> PreparedLaunch:
+    """The shift of a ``(groups, length, dim)`` queue by ``batch`` rows; buffers ``queue`` and the
+    crop-major ``embeddings``."""
     kept = max(length - batch, 0)
     block_rows = min(64, 1 << (batch.bit_length() - 1))  # ≤ B rows: a chunk never overlaps its destination
     grid = (groups, triton.cdiv(dim, BLOCK_COLUMNS))
-    _queue_shift_kernel[grid](queue, embeddings, length, batch, dim, pack_crops(crops), kept,
-                              BLOCK_ROWS=block_rows, BLOCK_D=BLOCK_COLUMNS, num_warps=4)
+    return PreparedLaunch(_queue_shift_kernel, grid, (queue, embeddings, length, batch, dim, pack_crops(crops), kept),
+                          dict(BLOCK_ROWS=block_rows, BLOCK_D=BLOCK_COLUMNS, num_warps=4))
+
+
+_PREPARED: dict = {}  # (shapes, dtypes, device, alignment, crops, batch) -> PreparedLaunch
+
+
+def shift_queue(queue: torch.Tensor, embeddings: torch.Tensor, crops, batch: int) -> None:
+    """In place: ``queue (G, L, D)`` shifted down by ``batch`` rows, with rows
+    ``embeddings[crops[g]·B : crops[g]·B + B]`` (the first L of them) at the front of queue g. The launch
+    is prepared once per signature and then goes straight to the compiled kernel."""
+    key = (queue.shape, queue.dtype, embeddings.shape, embeddings.dtype, queue.device, queue.data_ptr() & 15,
+           embeddings.data_ptr() & 15, tuple(crops), batch)
+    launch = _PREPARED.get(key)
+    if launch is None:
+        if len(_PREPARED) >= 256:
+            _PREPARED.clear()
+        groups, length, dim = queue.shape
+        launch = _PREPARED[key] = prepare_shift_queue(groups, length, dim, batch, crops, Buffer(0), Buffer(1))
+    if launch.ready and not launcher.hooks_installed():
+        launch.direct(stream_of(queue.device), (queue.data_ptr(), embeddings.data_ptr()))
+    else:
+        launch.run_tensors((queue, embeddings))

@@ -4,8 +4,14 @@ loss row predicts, and the column potential from column statistics (``swav_kerne
 A Sinkhorn row n of group g is queue row ``queue[g, n]`` for n < L, else batch row
 ``main[crop_g·B + n − L]`` (``SinkhornRows``); no kernel ever copies the rows into one buffer.
 """
+from typing import NamedTuple
+
+import torch
 import triton
 import triton.language as tl
+
+from .launch import dot_precision, pack_crops
+from .tiles import Tiles, sinkhorn_tiles
 
 DEVICE_LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)  # constants inside kernels
 DEVICE_LN2: tl.constexpr = tl.constexpr(0.6931471805599453)
@@ -105,32 +111,43 @@ def predicted_projection(projected_ptr, crops_packed, n_assign, crop, b, B, D, d
     return total
 
 
-class RowLayout:
-    """Host side of the same layout: the launch arguments shared by the three Sinkhorn kernels."""
+class RowShape(NamedTuple):
+    """Host side of the same layout: the facts of a ``SinkhornRows`` the three Sinkhorn kernels are
+    launched with (no tensors: a plan keeps this and fills the buffers at each call)."""
 
-    def __init__(self, rows, kernel: str):
-        """``kernel``: "column", "row" or "codes" (which covers the batch rows only)."""
-        from .launch import dot_precision, pack_crops
-        from .tiles import sinkhorn_tiles
+    groups: int  # G
+    queue_rows: int  # L
+    batch: int  # B
+    rows: int  # N = L + B
+    prototypes: int  # K
+    dim: int  # D (1 when the rows are scores)
+    packed_crops: int
+    recompute: bool  # rows are embeddings, scored against the prototypes in every pass
+    dtype: torch.dtype
+    precision: str  # tl.dot input precision
+    device: torch.device
 
-        self.rows = rows
-        self.main = rows.main
-        self.queue = rows.queue if rows.queue is not None else rows.main  # never read when L = 0
-        self.recompute = rows.prototypes is not None
-        self.prototypes = rows.prototypes if self.recompute else rows.main  # never read when not recomputing
-        self.groups = rows.groups
-        self.queue_rows = rows.queue_rows
-        self.batch = rows.batch
-        self.n = rows.rows
-        self.k = rows.prototype_count
-        self.d = rows.main.shape[1] if self.recompute else 1
-        self.packed = pack_crops(rows.crops)
-        self.precision = dot_precision(rows.main.dtype)
-        active_rows = self.groups * (self.batch if kernel == "codes" else self.n)
-        self.tiles = sinkhorn_tiles(kernel, self.recompute, self.d, rows.main.dtype, self.precision, active_rows,
-                                    self.k, rows.main.device)
+    @classmethod
+    def of(cls, rows) -> "RowShape":
+        recompute = rows.prototypes is not None
+        return cls(rows.groups, rows.queue_rows, rows.batch, rows.rows, rows.prototype_count,
+                   rows.main.shape[1] if recompute else 1, pack_crops(rows.crops), recompute, rows.main.dtype,
+                   dot_precision(rows.main.dtype), rows.main.device)
 
-    def arguments(self):
-        """(main, queue, prototypes pointers; N, L, B, K, D, packed crops) in kernel order."""
-        return (self.main, self.queue, self.prototypes, self.n, self.queue_rows, self.batch, self.k, self.d,
-                self.packed)
+    def tiles(self, kernel: str) -> Tiles:
+        """Tiles of ``kernel`` ("column", "row" or "codes", which covers the batch rows only)."""
+        active_rows = self.groups * (self.batch if kernel == "codes" else self.rows)
+        return sinkhorn_tiles(kernel, self.recompute, self.dim, self.dtype, self.precision, active_rows,
+                              self.prototypes, self.device)
+
+    def arguments(self, main, queue, prototypes) -> tuple:
+        """(main, queue, prototypes; N, L, B, K, D, packed crops) in kernel order. ``queue`` and
+        ``prototypes`` may be any buffer when absent (L = 0, or scores): they are never read then."""
+        return (main, queue, prototypes, self.rows, self.queue_rows, self.batch, self.prototypes, self.dim,
+                self.packed_crops)
+
+    @staticmethod
+    def tensors(rows) -> tuple:
+        """The three row buffers of ``rows`` (main standing in for an absent queue or prototypes)."""
+        return (rows.main, rows.queue if rows.queue is not None else rows.main,
+                rows.prototypes if rows.prototypes is not None else rows.main)

@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from .launch import LOG2E, next_power_of_2, pack_crops
+from .launcher import Buffer, PreparedLaunch
 from .rows import DEVICE_LN2, DEVICE_LOG2E, predicted_codes
 
 BLOCK_ROWS = 4
@@ -79,20 +80,38 @@ def _scores_grad_kernel(
              mask=mask)
 
 
+def prepare_scores_loss(rows: int, prototypes: int, n_assign: int, batch: int, crops, inv_tau: float, s, codes,
+                        lse, weight, share) -> PreparedLaunch:
+    """The forward over scores ``s`` (M, K) and ``codes`` (|A|, B, K) float32; out ``lse``, ``weight``
+    and each row's ``share`` of the loss (M,) float32."""
+    inv_denom = 1.0 / (n_assign * (rows // batch - 1) * batch)
+    return PreparedLaunch(_scores_loss_kernel, (triton.cdiv(rows, BLOCK_ROWS),), (
+        s, codes, rows, prototypes, batch, n_assign, pack_crops(crops), lse, weight, share,
+        inv_tau * LOG2E, inv_tau, inv_denom), dict(BLOCK_R=BLOCK_ROWS, BLOCK_K=_block_k(prototypes), num_warps=4))
+
+
+def prepare_scores_grad(rows: int, prototypes: int, n_assign: int, batch: int, crops, inv_tau: float, s, codes,
+                        lse, weight, grad, grad_s) -> PreparedLaunch:
+    """The backward: ``grad_s`` (M, K) in the dtype of s from the forward's ``lse`` and ``weight`` and
+    the 0-d float32 upstream ``grad``."""
+    block_k = _block_k(prototypes)
+    coef_scale = inv_tau / (n_assign * (rows // batch - 1) * batch)
+    return PreparedLaunch(_scores_grad_kernel, (triton.cdiv(rows, BLOCK_ROWS), triton.cdiv(prototypes, block_k)), (
+        s, codes, rows, prototypes, batch, n_assign, pack_crops(crops), lse, weight, grad, grad_s,
+        inv_tau * LOG2E, coef_scale), dict(BLOCK_R=BLOCK_ROWS, BLOCK_K=block_k, num_warps=4))
+
+
 def scores_loss(s: torch.Tensor, codes: torch.Tensor, crops, inv_tau: float
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(loss, lse (M,), weight (M,))`` of scores ``s (M, K)`` against ``codes (|A|, B, K)`` float32."""
     rows, prototypes = s.shape
-    n_assign, batch = codes.shape[0], codes.shape[1]
     f32 = dict(device=s.device, dtype=torch.float32)
     lse = torch.empty(rows, **f32)
     weight = torch.empty(rows, **f32)
     share = torch.empty(rows, **f32)
-    inv_denom = 1.0 / (n_assign * (rows // batch - 1) * batch)
-    _scores_loss_kernel[(triton.cdiv(rows, BLOCK_ROWS),)](
-        s, codes, rows, prototypes, batch, n_assign, pack_crops(crops), lse, weight, share,
-        inv_tau * LOG2E, inv_tau, inv_denom, BLOCK_R=BLOCK_ROWS, BLOCK_K=_block_k(prototypes), num_warps=4,
-    )
+    launch = prepare_scores_loss(rows, prototypes, codes.shape[0], codes.shape[1], crops, inv_tau,
+                                 *map(Buffer, range(5)))
+    launch.run_tensors((s, codes, lse, weight, share))
     return share.sum(), lse, weight
 
 
@@ -100,12 +119,8 @@ def scores_loss_backward(grad: torch.Tensor, s: torch.Tensor, codes: torch.Tenso
                          lse: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``∂s (M, K)`` in the dtype of ``s``; ``grad`` a 0-d float32 tensor."""
     rows, prototypes = s.shape
-    n_assign, batch = codes.shape[0], codes.shape[1]
     grad_s = torch.empty_like(s)
-    block_k = _block_k(prototypes)
-    coef_scale = inv_tau / (n_assign * (rows // batch - 1) * batch)
-    _scores_grad_kernel[(triton.cdiv(rows, BLOCK_ROWS), triton.cdiv(prototypes, block_k))](
-        s, codes, rows, prototypes, batch, n_assign, pack_crops(crops), lse, weight, grad, grad_s,
-        inv_tau * LOG2E, coef_scale, BLOCK_R=BLOCK_ROWS, BLOCK_K=block_k, num_warps=4,
-    )
+    launch = prepare_scores_grad(rows, prototypes, codes.shape[0], codes.shape[1], crops, inv_tau,
+                                 *map(Buffer, range(6)))
+    launch.run_tensors((s, codes, lse, weight, grad, grad_s))
     return grad_s

@@ -17,7 +17,8 @@ import triton.language as tl
 
 from ..kernels import Codes, ColumnStats, SinkhornRows
 from .launch import LOG2E
-from .rows import RowLayout, potential_tile, resident_rows, unpack_crop
+from .launcher import Buffer, PreparedLaunch
+from .rows import RowShape, potential_tile, resident_rows, unpack_crop
 
 
 @triton.jit
@@ -82,23 +83,29 @@ def _codes_kernel(
         tl.store(out, projected, mask=row_mask[:, None] & (dims[None, :] < D))
 
 
+def prepare_codes(shape: RowShape, inv_eps: float, splits: int, normalize_rows: bool, rows, col_max, col_sum,
+                  codes, mass, projected) -> PreparedLaunch:
+    """The codes launch. Buffers: ``rows`` the three row buffers, ``col_max``/``col_sum`` (S, G, K) float32
+    with S = ``splits``, outputs ``codes`` (G, B, K), ``mass`` (G, B) and, on the fused path,
+    ``projected`` (G, B, D), all float32 (``projected`` None on the scores path)."""
+    tiles = shape.tiles("codes")
+    grid = (triton.cdiv(shape.batch, tiles.block_rows), shape.groups)
+    arguments = (*shape.arguments(*rows), col_max, col_sum, splits, codes, mass,
+                 projected if projected is not None else mass, inv_eps * LOG2E, math.log2(shape.prototypes))
+    return PreparedLaunch(_codes_kernel, grid, arguments, dict(
+        NORMALIZE=normalize_rows, RECOMPUTE=shape.recompute, PRECISION=shape.precision,
+        BLOCK_N=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
+        num_warps=tiles.warps, num_stages=tiles.stages))
+
+
 def codes(rows: SinkhornRows, inv_eps: float, columns: ColumnStats, normalize_rows: bool) -> Codes:
     """``Codes`` of the batch rows of ``rows`` given the column statistics."""
-    layout = RowLayout(rows, "codes")
-    tiles = layout.tiles
-    device = rows.main.device
-    f32 = dict(device=device, dtype=torch.float32)
-    code_values = torch.empty((layout.groups, layout.batch, layout.k), **f32)
-    mass = torch.empty((layout.groups, layout.batch), **f32)
-    projected = torch.empty((layout.groups, layout.batch, layout.d), **f32) if layout.recompute else None
-    grid = (triton.cdiv(layout.batch, tiles.block_rows), layout.groups)
-    _codes_kernel[grid](
-        *layout.arguments(),
-        columns.max, columns.sumexp, columns.max.shape[0], code_values, mass,
-        projected if projected is not None else mass,
-        inv_eps * LOG2E, math.log2(layout.k),
-        NORMALIZE=normalize_rows, RECOMPUTE=layout.recompute, PRECISION=layout.precision,
-        BLOCK_N=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
-        num_warps=tiles.warps, num_stages=tiles.stages,
-    )
+    shape = RowShape.of(rows)
+    f32 = dict(device=rows.main.device, dtype=torch.float32)
+    code_values = torch.empty((shape.groups, shape.batch, shape.prototypes), **f32)
+    mass = torch.empty((shape.groups, shape.batch), **f32)
+    projected = torch.empty((shape.groups, shape.batch, shape.dim), **f32) if shape.recompute else None
+    launch = prepare_codes(shape, inv_eps, columns.max.shape[0], normalize_rows, (Buffer(0), Buffer(1), Buffer(2)),
+                           Buffer(3), Buffer(4), Buffer(5), Buffer(6), Buffer(7) if shape.recompute else None)
+    launch.run_tensors((*RowShape.tensors(rows), columns.max, columns.sumexp, code_values, mass, projected))
     return Codes(code_values, mass, projected)

@@ -13,7 +13,8 @@ import triton.language as tl
 
 from ..kernels import ColumnStats, SinkhornRows
 from .launch import LOG2E
-from .rows import DEVICE_LN2, DEVICE_LOG2E, RowLayout, row_pointers, unpack_crop
+from .launcher import Buffer, PreparedLaunch
+from .rows import DEVICE_LN2, DEVICE_LOG2E, RowShape, row_pointers, unpack_crop
 from .tiles import balanced_ranges, column_splits
 
 
@@ -65,24 +66,40 @@ def _column_step_kernel(
     tl.store(sum_ptr + out, col_sum + poison, mask=col_mask)
 
 
+def column_split_count(shape: RowShape, splits: int | None = None) -> int:
+    """S, the row ranges of the column step: ``splits`` if forced, else a fixed rule that fills the device."""
+    tiles = shape.tiles("column")
+    if splits is None:
+        splits = column_splits(tiles, shape.groups, shape.rows, shape.prototypes, shape.device)
+    return balanced_ranges(shape.rows, tiles.block_rows, splits)[1]
+
+
+def prepare_column_step(shape: RowShape, inv_eps: float, splits: int, rows, row_potential, col_max,
+                        col_sum) -> PreparedLaunch:
+    """The column step over ``splits`` row ranges (from ``column_split_count``). Buffers: ``rows`` the
+    three row buffers (``RowShape.arguments``), ``row_potential`` (G, N) float32 or None, outputs
+    ``col_max`` and ``col_sum`` (S, G, K) float32."""
+    tiles = shape.tiles("column")
+    rows_per_split, splits = balanced_ranges(shape.rows, tiles.block_rows, splits)
+    grid = (triton.cdiv(shape.prototypes, tiles.block_k), shape.groups, splits)
+    arguments = (*shape.arguments(*rows), row_potential if row_potential is not None else col_max, col_max, col_sum,
+                 inv_eps * LOG2E, rows_per_split)
+    return PreparedLaunch(_column_step_kernel, grid, arguments, dict(
+        HAS_ROW_POTENTIAL=row_potential is not None, RECOMPUTE=shape.recompute, PRECISION=shape.precision,
+        BLOCK_N=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
+        num_warps=tiles.warps, num_stages=tiles.stages))
+
+
 def column_step(rows: SinkhornRows, inv_eps: float, row_potential: torch.Tensor | None,
                 splits: int | None = None) -> ColumnStats:
     """``ColumnStats`` (S, G, K) of ``rows`` with row potential ``(G, N)`` float32 or None;
     ``splits`` forces S (default: a fixed rule that fills the device)."""
-    layout = RowLayout(rows, "column")
-    tiles = layout.tiles
-    if splits is None:
-        splits = column_splits(tiles, layout.groups, layout.n, layout.k, rows.main.device)
-    rows_per_split, splits = balanced_ranges(layout.n, tiles.block_rows, splits)
-    col_max = torch.empty((splits, layout.groups, layout.k), device=rows.main.device, dtype=torch.float32)
+    shape = RowShape.of(rows)
+    splits = column_split_count(shape, splits)
+    col_max = torch.empty((splits, shape.groups, shape.prototypes), device=rows.main.device, dtype=torch.float32)
     col_sum = torch.empty_like(col_max)
-    grid = (triton.cdiv(layout.k, tiles.block_k), layout.groups, splits)
-    _column_step_kernel[grid](
-        *layout.arguments(),
-        row_potential if row_potential is not None else col_max, col_max, col_sum,
-        inv_eps * LOG2E, rows_per_split,
-        HAS_ROW_POTENTIAL=row_potential is not None, RECOMPUTE=layout.recompute, PRECISION=layout.precision,
-        BLOCK_N=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
-        num_warps=tiles.warps, num_stages=tiles.stages,
-    )
+    buffers = (*RowShape.tensors(rows), row_potential, col_max, col_sum)
+    launch = prepare_column_step(shape, inv_eps, splits, (Buffer(0), Buffer(1), Buffer(2)),
+                                 None if row_potential is None else Buffer(3), Buffer(4), Buffer(5))
+    launch.run_tensors(buffers)
     return ColumnStats(col_max, col_sum)

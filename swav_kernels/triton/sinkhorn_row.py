@@ -15,7 +15,8 @@ import triton.language as tl
 
 from ..kernels import ColumnStats, SinkhornRows
 from .launch import LOG2E
-from .rows import DEVICE_LN2, RowLayout, potential_tile, resident_rows, unpack_crop
+from .launcher import Buffer, PreparedLaunch
+from .rows import DEVICE_LN2, RowShape, potential_tile, resident_rows, unpack_crop
 
 
 @triton.jit
@@ -48,18 +49,25 @@ def _row_step_kernel(
     tl.store(b_ptr + g * N + n, -(row_max + tl.log2(row_sum)) * DEVICE_LN2, mask=row_mask)
 
 
+def prepare_row_step(shape: RowShape, inv_eps: float, splits: int, rows, col_max, col_sum,
+                     potential) -> PreparedLaunch:
+    """The row step. Buffers: ``rows`` the three row buffers, ``col_max``/``col_sum`` (S, G, K) float32
+    with S = ``splits``, output ``potential`` (G, N) float32."""
+    tiles = shape.tiles("row")
+    grid = (triton.cdiv(shape.rows, tiles.block_rows), shape.groups)
+    arguments = (*shape.arguments(*rows), col_max, col_sum, splits, potential, inv_eps * LOG2E,
+                 math.log2(shape.prototypes))
+    return PreparedLaunch(_row_step_kernel, grid, arguments, dict(
+        RECOMPUTE=shape.recompute, PRECISION=shape.precision,
+        BLOCK_N=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
+        num_warps=tiles.warps, num_stages=tiles.stages))
+
+
 def row_step(rows: SinkhornRows, inv_eps: float, columns: ColumnStats) -> torch.Tensor:
     """Row potential ``b (G, N)`` float32 of ``rows`` given the column statistics."""
-    layout = RowLayout(rows, "row")
-    tiles = layout.tiles
-    potential = torch.empty((layout.groups, layout.n), device=rows.main.device, dtype=torch.float32)
-    grid = (triton.cdiv(layout.n, tiles.block_rows), layout.groups)
-    _row_step_kernel[grid](
-        *layout.arguments(),
-        columns.max, columns.sumexp, columns.max.shape[0], potential,
-        inv_eps * LOG2E, math.log2(layout.k),
-        RECOMPUTE=layout.recompute, PRECISION=layout.precision,
-        BLOCK_N=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
-        num_warps=tiles.warps, num_stages=tiles.stages,
-    )
+    shape = RowShape.of(rows)
+    potential = torch.empty((shape.groups, shape.rows), device=rows.main.device, dtype=torch.float32)
+    launch = prepare_row_step(shape, inv_eps, columns.max.shape[0], (Buffer(0), Buffer(1), Buffer(2)),
+                              Buffer(3), Buffer(4), Buffer(5))
+    launch.run_tensors((*RowShape.tensors(rows), columns.max, columns.sumexp, potential))
     return potential

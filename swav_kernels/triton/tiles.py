@@ -15,12 +15,11 @@ tensor-core instructions on every CI run. They are not yet timed on a GPU: tune 
 """
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import torch
 
-from .launch import cdiv, next_power_of_2, target_programs
+from .launch import capability, cdiv, next_power_of_2, target_programs
 
 MAX_COLUMN_SPLITS = 8  # the next Sinkhorn launch merges this many column partials per tile
 MAX_SPLITS = 16
@@ -80,17 +79,9 @@ KNOWN_SPILLS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
-def _capability(index: int) -> int:
-    major, minor = torch.cuda.get_device_capability(index)
-    return 10 * major + minor
-
-
 def architecture(device: torch.device) -> int:
     """80 (Ampere tables) below compute capability 9.0, else 90; the interpreter uses 90's."""
-    if device.type != "cuda":
-        return 90
-    return 80 if _capability(device.index if device.index is not None else torch.cuda.current_device()) < 90 else 90
+    return 80 if capability(device) < 90 else 90
 
 
 def operands(dtype: torch.dtype, precision: str) -> str:
