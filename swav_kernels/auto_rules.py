@@ -38,12 +38,14 @@ RULES = (
          "benchmarks/results/2026-12-04-h200 (H200, commit 263fdc6), swav-1gpu bf16 fwd+bwd eager: triton 2.40 ms "
          "fused and 2.40 ms scores path against cuda 5.10 ms fused and 4.18 ms scores path (probe-per-call.txt; "
          "the cuda backend's first-contract glue, since replaced); tiny bf16: triton 2.16 ms, cuda not measured. "
-         "The redesigned cuda backend: unmeasured."),
+         "benchmarks/results/2026-12-04-h200-f5ce584 (Triton's host path): triton swav-1gpu 1.05 ms, tiny 0.249 ms; "
+         "cuda not run. The redesigned cuda backend: unmeasured."),
     Rule(None, ("triton", "cuda"),
          "benchmarks/results/2026-12-04-h200, large-k bf16 fwd+bwd: triton 26.0 ms fused against cuda 147 ms "
          "(first-contract glue, since replaced); large-k fp32: triton 153 ms, cuda not measured. (2026-11-29-h200, "
          "commit 4cbf98e, had cuda 221 ms against triton 1030 ms at large-k fp32; the 2026-12-04 Triton figure "
-         "supersedes it.) The redesigned cuda backend: unmeasured."),
+         "supersedes it.) 2026-12-04-h200-f5ce584: triton large-k bf16 26.35 ms, cuda not run. The redesigned "
+         "cuda backend: unmeasured."),
 )
 
 
@@ -80,6 +82,13 @@ class AutoBackend(Backend):
 
     def unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
         return None  # built from backends available for the device and dtype
+
+    def prepare_embeddings_loss(self, embeddings, prototypes, queue, spec: LossSpec, with_grad: bool):
+        return self.choose(prototypes.shape[0]).prepare_embeddings_loss(embeddings, prototypes, queue, spec,
+                                                                         with_grad)
+
+    def prepare_scores_loss(self, scores, queue_scores, spec: LossSpec, with_grad: bool):
+        return self.choose(scores.shape[1]).prepare_scores_loss(scores, queue_scores, spec, with_grad)
 
     def assignment_codes(self, rows: SinkhornRows, epsilon: float, iterations: int, process_group) -> Codes:
         return self.choose(rows.prototype_count).assignment_codes(rows, epsilon, iterations, process_group)

@@ -308,3 +308,30 @@ def test_two_ranks_compiled_equal_eager():
     between them (fullgraph: no graph break); each rank's numbers are eager's."""
     for eager, compiled in run_in_processes(_rank_compiled, WORLD, "cuda_emu"):
         assert all(torch.equal(a, b) for a, b in zip(eager, compiled))
+
+
+@pytest.mark.parametrize("from_scores", [False, True], ids=["fused", "scores"])
+def test_prepared_calls_equal_the_generic_path(backend, from_scores):
+    """swav_loss prepares a call once per signature (swav_kernels/cuda/prepared.py); its numbers are
+    the generic path's (the backend's three operations), bit for bit, and a repeated call reuses it."""
+    from swav_kernels import loss as api
+    from swav_kernels.cuda.prepared import PreparedCall
+    from swav_kernels.registry import resolve_backend
+
+    p = make_problem(n_crops=4, batch=5, prototypes=70, dim=19, queue=7)
+    spec = LossSpec(4, (0, 1), 0.1, 0.05, 3)
+    impl = resolve_backend(backend, torch.device("cpu"), torch.float32)
+    results = []
+    for run in ("prepared", "again", "generic"):
+        x = (p.scores if from_scores else p.embeddings).clone().requires_grad_()
+        c = None if from_scores else p.prototypes.clone().requires_grad_()
+        queue, queue_scores = (None, p.queue_scores) if from_scores else (p.queue, None)
+        if run == "generic":
+            loss = api._generic_loss(impl, spec, x, c, queue, queue_scores)
+        else:
+            loss = swav_loss(x, c, nmb_crops=4, queue=queue, queue_scores=queue_scores, backend=backend, **KW)
+        loss.backward()
+        results.append((loss, x.grad) if from_scores else (loss, x.grad, c.grad))
+    assert any(isinstance(call, PreparedCall) and call.sinkhorn.rows == 12 for call in api._PREPARED.values())
+    for prepared, other in ((results[0], results[1]), (results[0], results[2])):
+        assert all(torch.equal(a, b) for a, b in zip(prepared, other))

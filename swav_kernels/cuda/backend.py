@@ -10,7 +10,8 @@ CUDA kernels of csrc/ (DESIGN.md §2; the formulas in ``contract.py``).
 
 No call waits for the device, and a call can be captured in a CUDA graph. Eager calls go through
 ``functions.py`` (one autograd Function per loss) on plans cached per call signature
-(``plans.py``); while torch.compile traces, through the custom ops of ``compile_ops.py``.
+(``plans.py``), ``swav_loss``'s calls through ``prepared.py`` (plans bound once per signature);
+while torch.compile traces, through the custom ops of ``compile_ops.py``.
 Constructing the backend is cheap and never fails: without a GPU or the compiled extension it says
 why through ``unavailable_reason``.
 """
@@ -29,7 +30,9 @@ from .compile_ops import TracedSinkhornSteps, register_ops
 from .functions import EmbeddingsLoss, ScoresLoss
 from .launchers import KernelLaunchers
 from .losses import embeddings_loss_backward, embeddings_loss_forward, scores_loss_backward, scores_loss_forward
-from .plans import Budget, PlanCache, embeddings_loss_plan, layout, scores_loss_plan, sinkhorn_plan
+from .plans import (Budget, PlanCache, embeddings_loss_plan, fused_loss_plan, given_scores_loss_plan, layout,
+                    scores_loss_plan, sinkhorn_plan)
+from .prepared import PreparedCall
 from .sinkhorn import SinkhornRun, distributed_codes, local_codes
 
 
@@ -140,6 +143,35 @@ class CudaBackend(Backend):
             return scores_loss_backward(self.launchers, grad, ds, coef)
 
     # ---- the Backend interface ---------------------------------------------------------------------
+
+    def _preparable(self, main, queue, spec) -> bool:
+        """Whether a whole call can be prepared: one process, contiguous inputs, the queue (if any) in
+        the inputs' dtype."""
+        return (spec.process_group is None and main.is_contiguous()
+                and (queue is None or (queue.is_contiguous() and queue.dtype == main.dtype)))
+
+    def prepare_embeddings_loss(self, embeddings, prototypes, queue, spec: LossSpec, with_grad: bool):
+        """``Backend.prepare_embeddings_loss``: the plans of this signature bound in a ``PreparedCall``."""
+        if not (self._preparable(embeddings, queue, spec) and prototypes.is_contiguous()):
+            return None
+        batch = embeddings.shape[0] // spec.n_crops
+        rows = SinkhornRows(embeddings, queue, spec.crops_for_assign, batch, prototypes)
+        sinkhorn = self.sinkhorn_plan(rows, spec.epsilon, spec.sinkhorn_iterations)  # the Triton path's checks
+        loss = fused_loss_plan(embeddings, prototypes, batch, sinkhorn.crops, spec.temperature, self.budget)
+        need_grads = (with_grad and embeddings.requires_grad, with_grad and prototypes.requires_grad)
+        return PreparedCall(self.launchers, _on, sinkhorn, loss, spec.sinkhorn_iterations, queue is not None,
+                            need_grads)
+
+    def prepare_scores_loss(self, scores, queue_scores, spec: LossSpec, with_grad: bool):
+        """``Backend.prepare_scores_loss``: as ``prepare_embeddings_loss`` for given scores."""
+        if not self._preparable(scores, queue_scores, spec):
+            return None
+        batch = scores.shape[0] // spec.n_crops
+        rows = SinkhornRows(scores, queue_scores, spec.crops_for_assign, batch, None)
+        sinkhorn = self.sinkhorn_plan(rows, spec.epsilon, spec.sinkhorn_iterations)
+        loss = given_scores_loss_plan(scores, batch, sinkhorn.crops, spec.temperature)
+        return PreparedCall(self.launchers, _on, sinkhorn, loss, spec.sinkhorn_iterations, queue_scores is not None,
+                            (with_grad,))
 
     def assignment_codes(self, rows: SinkhornRows, epsilon: float, iterations: int, process_group) -> Codes:
         rows = _contiguous_rows(rows)

@@ -198,11 +198,17 @@ def embeddings_loss_plan(z, c, codes, crops, temperature: float, budget: Budget,
     """The plan of the fused loss of ``z (V·B, D)``, ``c (K, D)`` against ``codes (|A|, B, K)``."""
     z, c = checks.check_embeddings_and_prototypes(z, c, device_type, "CUDA")
     crops = checks.check_codes("codes.codes", codes, z.shape[0], c.shape[0], crops, z)
+    return fused_loss_plan(z, c, codes.shape[1], crops, temperature, budget)
+
+
+def fused_loss_plan(z, c, batch: int, crops, temperature: float, budget: Budget) -> LossPlan:
+    """The plan of the fused loss of checked ``z (V·B, D)`` and ``c (K, D)``, B images, assign crops
+    ``crops``, with the codes this backend's Sinkhorn makes."""
     _check_groups(crops)
     inv_tau = checks.check_finite_float("inv_tau", 1.0 / temperature, positive=True)
-    batch = codes.shape[1]
     n_crops, k, d = z.shape[0] // batch, c.shape[0], z.shape[1]
-    return LossPlan(n_crops, batch, k, d, z.dtype, crops, inv_tau, chunk_images(n_crops, batch, k, z.dtype, budget))
+    return LossPlan(n_crops, batch, k, d, z.dtype, tuple(crops), inv_tau,
+                    chunk_images(n_crops, batch, k, z.dtype, budget))
 
 
 def chunk_images(n_crops: int, batch: int, prototypes: int, dtype: torch.dtype, budget: Budget) -> int:
@@ -217,7 +223,11 @@ def scores_loss_plan(s, codes, crops, temperature: float, device_type: str) -> L
     s = checks.check_input("s", s, 2, device_type=device_type, kernels="CUDA")
     checks._nonempty("s", s)
     crops = checks.check_codes("codes", codes, s.shape[0], s.shape[1], crops, s)
+    return given_scores_loss_plan(s, codes.shape[1], crops, temperature)
+
+
+def given_scores_loss_plan(s, batch: int, crops, temperature: float) -> LossPlan:
+    """The plan of the loss of checked scores ``s (V·B, K)``, B images, assign crops ``crops``."""
     _check_groups(crops)
     inv_tau = checks.check_finite_float("inv_tau", 1.0 / temperature, positive=True)
-    batch = codes.shape[1]
-    return LossPlan(s.shape[0] // batch, batch, s.shape[1], None, s.dtype, crops, inv_tau, batch)
+    return LossPlan(s.shape[0] // batch, batch, s.shape[1], None, s.dtype, tuple(crops), inv_tau, batch)
