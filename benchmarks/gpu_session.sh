@@ -2,35 +2,48 @@
 # What a session with a lent GPU runs, prepared and dry-run on a CPU first (the GPU time is
 # minutes, so this script must be right the first time).
 #
-#   bash benchmarks/gpu_session.sh quick   ONE device call of at most 5 min (the call's ~1 min machine
-#                                          start included; this script's own work aims at <= 4 min):
-#       build the CUDA extension; swav-bench fwd+bwd on tiny, swav-1gpu, large-k in bf16 and large-k in
-#       fp32 (the DESIGN §5a targets; every peer but reference-compiled, whose compile time the budget
-#       cannot carry: plain-compiled, the figure to beat, is measured); then, side by side: the GPU tests of the kernel families
-#       (tests/test_triton_*.py tests/test_cuda_*.py), compute-sanitizer memcheck, racecheck, synccheck
-#       and initcheck on CUDA kernel tests, one epoch of swav-train on the GPU (AMP, channels_last), and a
+#   bash benchmarks/gpu_session.sh quick   ONE device call: this script's own work ends within 240 s
+#                                          (call it with timeout_s=270 or more; the machine's start,
+#                                          60-120 s, comes before and is not counted in timeout_s).
+#       One phase after another, each with its own time limit (QUICK_SCHEDULE below), so that no
+#       step competes with another for the GPU or the CPUs when it is timed:
+#       build the CUDA extension; the GPU tests of the kernel families (tests/test_triton_*.py
+#       tests/test_cuda_*.py, -n 12: 57 s alone on an H200), alone; swav-bench fwd+bwd on tiny,
+#       swav-1gpu, large-k in bf16 and large-k in fp32 (the DESIGN §5a targets; every peer but
+#       reference-compiled, whose compile time the budget cannot carry: plain-compiled, the figure to
+#       beat, is measured; cases that do not fit its --budget-s are recorded as skipped); then side by
+#       side: compute-sanitizer memcheck and synccheck on CUDA kernel tests and the CUDA loss
+#       (SEL_SANITIZER), racecheck and initcheck, the heavy ones, on one test per CUDA kernel
+#       (SEL_SANITIZER_HEAVY), one epoch of swav-train on the GPU (AMP, channels_last), and a
 #       2-process torchrun of it (SyncBatchNorm, NCCL) where the machine has >= 2 GPUs.
 #   bash benchmarks/gpu_session.sh tests   (one call, < 10 min) build, the whole suite, the four
 #       sanitizers on a wider selection, the trainer runs.
 #   bash benchmarks/gpu_session.sh bench   (one call, < 10 min) build, swav-bench on every DESIGN §5 shape.
 #   bash benchmarks/gpu_session.sh selections   print every pytest selection this script makes, one per
 #       line (name, then its arguments, tab-separated): tests/test_gpu_session_script.py collects each.
-#   --dry-run (or GPU_SESSION_DRY_RUN=1): the whole mode on a CPU with tiny budgets: no build, pytest
-#       selections collected (not run), GPU-only tools skipped, swav-bench on `tiny` and a tiny
-#       swav-train on the CPU. tests/test_gpu_session_script.py runs `quick --dry-run` (< 2 min).
+#   bash benchmarks/gpu_session.sh schedule     print the quick mode's budget and each phase's limit and
+#       floor (seconds): tests/test_gpu_session_script.py checks that they fit the call.
+#   bash benchmarks/gpu_session.sh commit       print the commit this script records and where it came from.
+#   --dry-run (or GPU_SESSION_DRY_RUN=1): the whole mode on a CPU with its schedule scaled to a 110 s
+#       budget: no build, pytest selections collected (not run), GPU-only tools skipped, swav-bench on
+#       `tiny` and a tiny swav-train on the CPU. tests/test_gpu_session_script.py runs `quick --dry-run`.
 #
 # How to call it with the device tool, from the checkout the session was started in:
 #   here:   git rev-parse HEAD > .gpu-commit     (the device copy has no .git; .gpu-commit is git-ignored,
 #                                                 so it travels only when carried)
 #   run:    command="bash benchmarks/gpu_session.sh quick", carry=[".gpu-commit"], timeout_s=270
-#           (the script stops itself after ~240 s; tests / bench modes: timeout_s=600)
+#           (the script stops itself after 240 s; tests / bench modes: timeout_s=600)
+# The commit recorded (summary.txt, env.txt, swav-bench's results.json) is that of a git checkout whose
+# top level is this project, else the one in .gpu-commit, else "none": never that of a repository
+# that merely encloses the copy.
 #
 # What lands where: the device tool returns at most 8 files from $OUT, at most 2 folders deep, named
 # only [A-Za-z0-9._-]. So everything is packed into these files in $OUT (written as the steps finish,
 # so a call killed at its limit still returns what was done):
 #   summary.txt    one line per step: status (pass | FAIL | timeout | unavailable | skipped), exit code,
-#                  seconds, a note (pytest tally, sanitizer error summary, why unavailable or skipped)
-#   env.txt        the command, commit (.gpu-commit), date, GPU, driver, python/torch/triton/CUDA/nvcc
+#                  seconds, when it started (seconds into the run), its time limit, a note (pytest
+#                  tally, sanitizer error summary, why unavailable or skipped)
+#   env.txt        the command, commit and its source, date, GPU, driver, python/torch/triton/CUDA/nvcc
 #                  versions, swav_kernels.info after the build
 #   table.txt      swav-bench's table, its conventions, the matmul peak and the target lines
 #   results.json   swav-bench's raw results (every sample)
@@ -52,10 +65,10 @@ MODE=quick
 DRY=${GPU_SESSION_DRY_RUN:-0}
 for arg in "$@"; do
   case "$arg" in
-    quick|tests|bench|selections) MODE=$arg ;;
+    quick|tests|bench|selections|schedule|commit) MODE=$arg ;;
     --dry-run) DRY=1 ;;
     -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d'; exit 0 ;;
-    *) echo "usage: $0 [quick|tests|bench|selections] [--dry-run]" >&2; exit 2 ;;
+    *) echo "usage: $0 [quick|tests|bench|selections|schedule|commit] [--dry-run]" >&2; exit 2 ;;
   esac
 done
 [[ "$DRY" == "0" || -z "$DRY" ]] && DRY=0 || DRY=1
@@ -67,10 +80,23 @@ SEL_KERNEL_TESTS=(tests/test_triton_*.py tests/test_cuda_*.py)
 # every CUDA kernel on shapes ragged against its blocking (bf16; the scaling in fp32), plus the CUDA loss end to end
 SEL_SANITIZER=(tests/test_cuda_kernels.py tests/test_cuda_loss.py
                -k "(bf16 and ragged) or ragged_scale or paths_are_bitwise_reproducible")
+# racecheck and initcheck (initcheck alone overran 161 s on SEL_SANITIZER beside the other steps): one
+# bf16 test per CUDA kernel (the Sinkhorn's column step, row step and codes in one test; the swapped
+# loss with its gradient; the queue shift; the gradients' scaling), ragged shapes, no torch loss around them
+SEL_SANITIZER_HEAVY=(tests/test_cuda_kernels.py -k "(bf16 and ragged and not accumulate and not fp32) or ragged_scale")
 SEL_SANITIZER_FULL=(tests/test_cuda_kernels.py tests/test_cuda_loss.py
                     -k "ragged or case3 or paths_are_bitwise_reproducible")
 SEL_ALL_TESTS=(tests)
-SELECTIONS=(SEL_KERNEL_TESTS SEL_SANITIZER SEL_SANITIZER_FULL SEL_ALL_TESTS)
+SELECTIONS=(SEL_KERNEL_TESTS SEL_SANITIZER SEL_SANITIZER_HEAVY SEL_SANITIZER_FULL SEL_ALL_TESTS)
+
+# ---- the quick mode's schedule: phase:limit:floor in seconds of a real run ----------------------------
+# One phase after another; a phase runs for at most its limit, and never into the floors of the phases
+# after it (so a slow build shortens its own slot, not the tests'); "checks" takes what is left.
+# Facts (H200, issue 17): build 22 s; kernel tests 57 s alone with -n 12. Floors + PACK_S <= QUICK_BUDGET.
+QUICK_BUDGET=240
+QUICK_SCHEDULE=(build:60:40 gpu:20:10 kernel-tests:80:65 bench:65:50 checks:240:60)
+PACK_S=5  # kept for writing the summary and packing the logs
+DRY_BUDGET=110  # a dry run scales the schedule by DRY_BUDGET / QUICK_BUDGET
 
 if [[ "$MODE" == selections ]]; then
   for name in "${SELECTIONS[@]}"; do
@@ -80,6 +106,26 @@ if [[ "$MODE" == selections ]]; then
   done
   exit 0
 fi
+if [[ "$MODE" == schedule ]]; then
+  echo "budget $QUICK_BUDGET pack $PACK_S dry-budget $DRY_BUDGET"
+  for phase in "${QUICK_SCHEDULE[@]}"; do echo "${phase//:/ }"; done
+  exit 0
+fi
+
+# The commit measured: the project's own git checkout (its top level is this folder, not a repository
+# that encloses a copy of it), else .gpu-commit (written before the copy to the device), else none
+COMMIT=none
+COMMIT_SOURCE="neither a git checkout of this folder nor a .gpu-commit"
+TOP=$(git rev-parse --show-toplevel 2>/dev/null) || TOP=""
+if [[ -n "$TOP" && "$(cd "$TOP" && pwd -P)" == "$(pwd -P)" ]] && HEAD_COMMIT=$(git rev-parse HEAD 2>/dev/null); then
+  COMMIT=$HEAD_COMMIT
+  COMMIT_SOURCE="git$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo ', with uncommitted changes')"
+elif [[ -f .gpu-commit ]]; then
+  RECORDED=$(tr -d '[:space:]' < .gpu-commit)
+  if [[ "$RECORDED" =~ ^[0-9a-f]{7,40}$ ]]; then COMMIT=$RECORDED; COMMIT_SOURCE=.gpu-commit
+  else COMMIT_SOURCE=".gpu-commit holds no commit"; fi
+fi
+if [[ "$MODE" == commit ]]; then echo "$COMMIT ($COMMIT_SOURCE)"; exit 0; fi
 
 # ---- where things go -------------------------------------------------------------------------------
 PY=${PYTHON:-python3}
@@ -92,11 +138,10 @@ STATUS=$WORK/status
 mkdir -p "$LOGS" "$STATUS"
 # the installed package, not a shadowing source tree (the same here with the editable install there)
 export PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1 TRITON_DEFAULT_FP_FUSION=1
-COMMIT=$(cat .gpu-commit 2>/dev/null || git rev-parse HEAD 2>/dev/null || echo unknown)
 
 case "$MODE" in
-  quick) BUDGET=240; DRY_BUDGET=110 ;;
-  tests|bench) BUDGET=540; DRY_BUDGET=110 ;;
+  quick) BUDGET=$QUICK_BUDGET ;;
+  tests|bench) BUDGET=540 ;;
 esac
 (( DRY )) && BUDGET=$DRY_BUDGET
 BUDGET=${GPU_SESSION_BUDGET_S:-$BUDGET}
@@ -104,12 +149,29 @@ START=$(date +%s)
 DEADLINE=$((START + BUDGET))
 RESERVE=10  # seconds kept back from every step for the steps after it (raised per phase) and packing
 
+# slot PHASE: the seconds PHASE may run now (quick mode): its limit, but never into the floors of the
+# phases after it or the packing; the schedule is scaled to BUDGET / QUICK_BUDGET (a dry run's 110 s)
+slot() {
+  local phase name limit floor later=0 found=0 mine=0
+  for phase in "${QUICK_SCHEDULE[@]}"; do
+    IFS=: read -r name limit floor <<< "$phase"
+    if (( found )); then later=$(( later + floor )); fi
+    if [[ $name == "$1" ]]; then found=1; mine=$limit; fi
+  done
+  local scaled=$(( mine * BUDGET / QUICK_BUDGET )) room=$(( DEADLINE - $(date +%s) - (later + PACK_S) * BUDGET / QUICK_BUDGET ))
+  (( room < scaled )) && scaled=$room
+  (( scaled < 0 )) && scaled=0
+  echo "$scaled"
+}
+
 PLAN=()  # step names in summary order
 plan() { PLAN+=("$@"); }
 
-# record NAME STATUS RC SECONDS NOTE: one status file per step, then summary.txt is rewritten
+# record NAME STATUS RC SECONDS NOTE [START LIMIT]: one status file per step (START: seconds into the
+# run when it began; LIMIT: its time limit), then summary.txt is rewritten
+LINE='%-22s %-12s %4s %6s %6s %6s  %s\n'
 record() {
-  printf '%-22s %-12s %4s %6s  %s\n' "$1" "$2" "$3" "$4" "$5" > "$STATUS/$1"
+  printf "$LINE" "$1" "$2" "$3" "$4" "${6:--}" "${7:--}" "$5" > "$STATUS/$1"
   write_summary
 }
 
@@ -117,13 +179,13 @@ write_summary() {
   local tmp="$OUT/.summary.$$.$BASHPID" name bad=0 done=0
   {
     echo "# gpu_session.sh $MODE$( ((DRY)) && echo ' --dry-run') | commit $COMMIT | started $(date -u -d "@$START" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ) | budget ${BUDGET} s | elapsed $(( $(date +%s) - START )) s"
-    printf '%-22s %-12s %4s %6s  %s\n' step status rc secs note
+    printf "$LINE" step status rc secs start limit note
     for name in "${PLAN[@]}"; do
       if [[ -f "$STATUS/$name" ]]; then
         cat "$STATUS/$name"; done=$((done + 1))
         grep -qE '^[^ ]+ +(FAIL|timeout) ' "$STATUS/$name" && bad=$((bad + 1))
       else
-        printf '%-22s %-12s %4s %6s  %s\n' "$name" pending - - "not run yet"
+        printf "$LINE" "$name" pending - - - - "not run yet"
       fi
     done
     echo "# $done of ${#PLAN[@]} steps recorded; $bad failed or timed out"
@@ -148,32 +210,31 @@ run_step() {
   (( limit > avail )) && limit=$avail
   local t0 rc status note=""
   t0=$(date +%s)
-  timeout -k 10 "$limit" "$@" > "$LOGS/$name.log" 2>&1
+  timeout -k 5 "$limit" "$@" > "$LOGS/$name.log" 2>&1
   rc=$?
   case $rc in
     0) status=pass ;;
     124|137) status=timeout; note="killed at its ${limit} s limit" ;;
     *) status=FAIL ;;
   esac
-  record "$name" "$status" "$rc" $(( $(date +%s) - t0 )) "$note"
+  record "$name" "$status" "$rc" $(( $(date +%s) - t0 )) "$note" $(( t0 - START )) "$limit"
   return $rc
 }
 
-# amend NAME STATUS NOTE: change a recorded step's status and note (keeps rc and seconds)
+# amend NAME STATUS NOTE: change a recorded step's status and note (keeps rc, seconds, start, limit)
 amend() {
-  local rc secs
-  read -r _ _ rc secs _ < "$STATUS/$1"
-  record "$1" "$2" "$rc" "$secs" "$3"
+  local rc secs start limit
+  read -r _ _ rc secs start limit _ < "$STATUS/$1"
+  record "$1" "$2" "$rc" "$secs" "$3" "$start" "$limit"
 }
 
 status_of() { local st=none; [[ -f "$STATUS/$1" ]] && read -r _ st _ < "$STATUS/$1"; echo "$st"; }
 
-# count_collected SELECTION_NAME: sets COLLECTED[SELECTION_NAME] to the number of tests the
-# selection collects here (0 when none or on a collection error); call it in the main shell
-declare -A COLLECTED=()
-count_collected() {
+# collected SELECTION_NAME: the number of tests the selection collects here (0 when none or on a
+# collection error)
+collected() {
   declare -n sel=$1
-  COLLECTED[$1]=$("$PY" -m pytest --collect-only -q -p no:cacheprovider "${sel[@]}" 2>/dev/null | grep -c '::')
+  "$PY" -m pytest --collect-only -q -p no:cacheprovider "${sel[@]}" 2>/dev/null | grep -c '::'
   unset -n sel
 }
 
@@ -223,11 +284,13 @@ find_sanitizer() {
   return 1
 }
 
-# sanitizer_step TOOL SELECTION_NAME LIMIT_S (count_collected SELECTION_NAME first, in the main shell)
+# sanitizer_step TOOL SELECTION_NAME LIMIT_S: the selection is counted first, within the step's time
 sanitizer_step() {
-  local tool=$1 selname=$2 limit=$3 name="sanitizer-$1"
+  local tool=$1 selname=$2 limit=$3 name="sanitizer-$1" t0
+  t0=$(date +%s)
   declare -n sel=$selname
-  local n=${COLLECTED[$selname]:-0}
+  local n; n=$(collected "$selname")
+  limit=$(( limit - ($(date +%s) - t0) ))
   if (( n == 0 )); then
     record "$name" FAIL - 0 "selection $selname collects no test: ${sel[*]}"; unset -n sel; return 1
   fi
@@ -283,7 +346,7 @@ env_step() {
   local t0; t0=$(date +%s)
   {
     echo "command: bash benchmarks/gpu_session.sh $MODE$( ((DRY)) && echo ' --dry-run')"
-    echo "commit: $COMMIT ($( [[ -f .gpu-commit ]] && echo .gpu-commit || echo 'git or unknown'))"
+    echo "commit: $COMMIT ($COMMIT_SOURCE)"
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "host: $(uname -srm); $(nproc) CPUs"
     if command -v nvidia-smi > /dev/null; then
@@ -313,12 +376,12 @@ build_step() {
 
 GPU_OK=0
 NGPU=0
-gpu_step() {
+gpu_step() {  # gpu_step LIMIT_S
   if command -v nvidia-smi > /dev/null; then NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU '); fi
   if (( DRY )); then
     record gpu skipped - 0 "dry run on $(uname -m): no GPU used (nvidia-smi -L lists $NGPU)"; return 0
   fi
-  run_step gpu 60 "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device visible to torch'; print(torch.cuda.get_device_name(0), torch.cuda.get_device_capability(0), torch.cuda.device_count(), 'devices')"
+  run_step gpu "${1:-60}" "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device visible to torch'; print(torch.cuda.get_device_name(0), torch.cuda.get_device_capability(0), torch.cuda.device_count(), 'devices')"
   if [[ $(status_of gpu) == pass ]]; then
     GPU_OK=1; amend gpu pass "$(tail -1 "$LOGS/gpu.log" | cut -c1-100); nvidia-smi -L lists $NGPU"
   fi
@@ -326,7 +389,8 @@ gpu_step() {
 
 train_steps() {  # one epoch of the digits default on the GPU (AMP, channels_last), then torchrun x2
   local limit=$1
-  if ! "$PY" -c "import torchvision, timm, sklearn" > "$LOGS/train-deps.log" 2>&1; then
+  # found, not imported (seconds the trainer's own time limit needs); the trainer imports them itself
+  if ! "$PY" -c "import importlib.util as u, sys; missing = [m for m in ('torchvision', 'timm', 'sklearn') if u.find_spec(m) is None]; sys.exit('not installed: ' + ', '.join(missing) if missing else None)" > "$LOGS/train-deps.log" 2>&1; then
     record train-1gpu unavailable - 0 "swav-train needs torchvision, timm, scikit-learn: $(tail -1 "$LOGS/train-deps.log" | cut -c1-120)"
     record train-2gpu-torchrun unavailable - 0 "as train-1gpu"
     return 0
@@ -357,7 +421,8 @@ bench_step() {  # bench_step LIMIT_S swav-bench-args...: results.json and table.
   local limit=$1; shift
   local avail; avail=$(left)
   (( limit > avail )) && limit=$avail
-  local budget=$(( limit > 80 ? limit - 40 : limit / 2 ))
+  # start no new case in the last 25 s (40 s of a long run): the case in flight finishes in them
+  local budget=$(( limit > 160 ? limit - 40 : limit > 50 ? limit - 25 : limit / 2 ))
   (( budget < 5 )) && budget=5
   if (( ! DRY && ! GPU_OK )); then
     record bench unavailable - 0 "no GPU visible to torch"; return 0
@@ -381,17 +446,21 @@ bench_step() {  # bench_step LIMIT_S swav-bench-args...: results.json and table.
 find_sanitizer
 case "$MODE" in
   quick)
-    plan env build gpu bench kernel-tests sanitizer-memcheck sanitizer-racecheck sanitizer-synccheck \
+    plan env build gpu kernel-tests bench sanitizer-memcheck sanitizer-racecheck sanitizer-synccheck \
       sanitizer-initcheck train-1gpu train-2gpu-torchrun
     write_summary
+    RESERVE=0  # slot keeps the floors of the later phases and the packing time
     env_step
-    build_step 150
+    build_step "$(slot build)"
     pack
-    gpu_step
-    # the measurements first (nothing else on the GPU meanwhile), then the checks side by side
+    gpu_step "$(slot gpu)"
+    # the kernel tests alone and first, then the measurements alone, then the checks side by side
+    TESTS_S=$(slot kernel-tests)
+    pytest_step kernel-tests "$TESTS_S" SEL_KERNEL_TESTS $(xdist_opts 12) $(timeout_opts 60)
     if (( DRY )); then
       BENCH_ARGS=(--device cpu --shapes tiny --dtypes bfloat16 float32 --cases tiny:bfloat16 tiny:float32
-                  --passes fwd+bwd --ops loss --sweeps --compile-backend aot_eager --threads 1
+                  --passes fwd+bwd --ops loss --sweeps --exclude-peers reference-compiled
+                  --compile-backend aot_eager --threads 1
                   --warmup-ms 1 --rep-ms 5 --min-samples 2 --max-samples 5 --no-plots)
     else
       BENCH_ARGS=(--shapes tiny swav-1gpu large-k --dtypes bfloat16 float32
@@ -399,14 +468,14 @@ case "$MODE" in
                   --passes fwd+bwd --ops loss --sweeps --exclude-peers reference-compiled
                   --warmup-ms 5 --rep-ms 30 --min-samples 5 --no-plots)
     fi
-    RESERVE=$(( DRY ? 60 : 75 ))  # kept for the checks after the bench
-    bench_step 140 "${BENCH_ARGS[@]}"
-    RESERVE=8
-    count_collected SEL_SANITIZER
-    CHECK_S=$(left)
-    pytest_step kernel-tests "$CHECK_S" SEL_KERNEL_TESTS $(xdist_opts 8) $(timeout_opts 120) &
-    for tool in memcheck racecheck synccheck initcheck; do
+    bench_step "$(slot bench)" "${BENCH_ARGS[@]}"
+    RESERVE=$(( PACK_S * BUDGET / QUICK_BUDGET ))
+    CHECK_S=$(slot checks)
+    for tool in memcheck synccheck; do
       sanitizer_step "$tool" SEL_SANITIZER "$CHECK_S" &
+    done
+    for tool in racecheck initcheck; do
+      sanitizer_step "$tool" SEL_SANITIZER_HEAVY "$CHECK_S" &
     done
     train_steps "$CHECK_S" &
     wait
@@ -420,7 +489,6 @@ case "$MODE" in
     gpu_step
     RESERVE=10
     pack
-    count_collected SEL_SANITIZER_FULL
     CHECK_S=$(left)
     pytest_step all-tests "$CHECK_S" SEL_ALL_TESTS $(xdist_opts 8) $(timeout_opts 300) &
     for tool in memcheck racecheck synccheck initcheck; do

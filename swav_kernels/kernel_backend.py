@@ -19,7 +19,7 @@ import torch
 
 from .backend import Backend, LossSpec
 from .distributed import all_reduce_max_, all_reduce_sum_, is_distributed
-from .kernels import Codes, ColumnStats, Kernels, SinkhornRows
+from .kernels import Codes, ColumnStats, Kernels, RowStats, SinkhornRows
 
 _REGISTERED_OPS: dict[str, SimpleNamespace] = {}
 
@@ -35,18 +35,23 @@ def zero_iteration_columns(columns: ColumnStats, log_rows_total) -> ColumnStats:
 
 
 def local_sinkhorn(kernels: Kernels, rows: SinkhornRows, epsilon: float, iterations: int) -> Codes:
-    """Codes of the batch rows on one rank: 2·T launches (T = 0: 2 plus a few small ops).
+    """Codes of the batch rows on one rank: 2·T launches, plus one row step on the fused path (T = 0: 2
+    plus a few small ops).
 
     Iteration i: column step ``a = −log K − LSE_n(x/ε + b)`` (b = 0 at first; the total of
-    ``P /= sum(P)`` cancels), row step ``b = −LSE_k(x/ε + a)``; the last row step writes the codes.
+    ``P /= sum(P)`` cancels), row step ``b = −LSE_k(x/ε + a)``. The codes normalise each row with the
+    last column step's a: their row log-sum-exp comes from one more row step on the fused path (whose
+    codes are split over prototype ranges), from the codes kernel itself on the scores path.
     """
     inv_eps = 1.0 / epsilon
     columns = kernels.sinkhorn_column_step(rows, inv_eps, None)
     if iterations == 0:
-        return kernels.sinkhorn_codes(rows, inv_eps, zero_iteration_columns(columns, math.log(rows.rows)), False)
+        return kernels.sinkhorn_codes(rows, inv_eps, zero_iteration_columns(columns, math.log(rows.rows)), None,
+                                      False)
     for _ in range(iterations - 1):
         columns = kernels.sinkhorn_column_step(rows, inv_eps, kernels.sinkhorn_row_step(rows, inv_eps, columns))
-    return kernels.sinkhorn_codes(rows, inv_eps, columns, True)
+    row_stats = kernels.sinkhorn_row_step(rows, inv_eps, columns) if rows.prototypes is not None else None
+    return kernels.sinkhorn_codes(rows, inv_eps, columns, row_stats, True)
 
 
 def merge_columns(columns: ColumnStats) -> ColumnStats:
@@ -77,18 +82,23 @@ def _register_ops(kernels: Kernels) -> SimpleNamespace:
     def rows_of(main, queue, prototypes, crops, batch) -> SinkhornRows:
         return SinkhornRows(main, queue, tuple(crops), batch, prototypes)
 
-    def fake_codes(main, prototypes, crops, batch):
+    def fake_codes(main, queue, prototypes, crops, batch, row_lse):
+        rows = rows_of(main, queue, prototypes, crops, batch)
+        splits = kernels.code_splits(rows, row_lse)
         k = main.shape[1] if prototypes is None else prototypes.shape[0]
         d = 0 if prototypes is None else main.shape[1]
         f32 = dict(dtype=torch.float32)
-        return (main.new_empty((len(crops), batch, k), **f32), main.new_empty((len(crops), batch), **f32),
-                main.new_empty((len(crops), batch, d), **f32))
+        return (main.new_empty((len(crops), batch, k), **f32), main.new_empty((splits, len(crops), batch), **f32),
+                main.new_empty((splits, len(crops), batch, d), **f32))
 
     def codes_tuple(codes: Codes, rows: SinkhornRows):
         projected = codes.projected
         if projected is None:  # a custom op returns tensors: no projection is an empty one
-            projected = rows.main.new_empty((rows.groups, rows.batch, 0), dtype=torch.float32)
+            projected = rows.main.new_empty((*codes.mass.shape, 0), dtype=torch.float32)
         return codes.codes, codes.mass, projected
+
+    def row_stats_of(row_max, row_sum):
+        return None if row_max is None else RowStats(row_max, row_sum)
 
     # ---- Sinkhorn: whole (one rank) --------------------------------------------------------
     @lib.custom_op(prefix + "sinkhorn", mutates_args=())
@@ -100,18 +110,19 @@ def _register_ops(kernels: Kernels) -> SimpleNamespace:
 
     @sinkhorn.register_fake
     def _(main, queue, prototypes, crops, batch, epsilon, iterations):
-        return fake_codes(main, prototypes, crops, batch)
+        return fake_codes(main, queue, prototypes, crops, batch, prototypes is not None and iterations > 0)
 
     # ---- Sinkhorn: one step at a time (several ranks, collectives in between) --------------
     @lib.custom_op(prefix + "sinkhorn_column_step", mutates_args=())
     def sinkhorn_column_step(main: torch.Tensor, queue: Optional[torch.Tensor], prototypes: Optional[torch.Tensor],
-                             crops: list[int], batch: int, inv_eps: float,
-                             row_potential: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        columns = kernels.sinkhorn_column_step(rows_of(main, queue, prototypes, crops, batch), inv_eps, row_potential)
+                             crops: list[int], batch: int, inv_eps: float, row_max: Optional[torch.Tensor],
+                             row_sum: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        columns = kernels.sinkhorn_column_step(rows_of(main, queue, prototypes, crops, batch), inv_eps,
+                                               row_stats_of(row_max, row_sum))
         return tuple(merge_columns(columns))
 
     @sinkhorn_column_step.register_fake
-    def _(main, queue, prototypes, crops, batch, inv_eps, row_potential):
+    def _(main, queue, prototypes, crops, batch, inv_eps, row_max, row_sum):
         k = main.shape[1] if prototypes is None else prototypes.shape[0]
         shape = (1, len(crops), k)
         return main.new_empty(shape, dtype=torch.float32), main.new_empty(shape, dtype=torch.float32)
@@ -119,27 +130,29 @@ def _register_ops(kernels: Kernels) -> SimpleNamespace:
     @lib.custom_op(prefix + "sinkhorn_row_step", mutates_args=())
     def sinkhorn_row_step(main: torch.Tensor, queue: Optional[torch.Tensor], prototypes: Optional[torch.Tensor],
                           crops: list[int], batch: int, inv_eps: float, column_max: torch.Tensor,
-                          column_sumexp: torch.Tensor) -> torch.Tensor:
+                          column_sumexp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rows = rows_of(main, queue, prototypes, crops, batch)
-        return kernels.sinkhorn_row_step(rows, inv_eps, ColumnStats(column_max, column_sumexp))
+        return tuple(kernels.sinkhorn_row_step(rows, inv_eps, ColumnStats(column_max, column_sumexp)))
 
     @sinkhorn_row_step.register_fake
     def _(main, queue, prototypes, crops, batch, inv_eps, column_max, column_sumexp):
-        rows = batch + (0 if queue is None else queue.shape[1])
-        return main.new_empty((len(crops), rows), dtype=torch.float32)
+        splits = kernels.row_splits(rows_of(main, queue, prototypes, crops, batch))
+        shape = (splits, len(crops), batch + (0 if queue is None else queue.shape[1]))
+        return main.new_empty(shape, dtype=torch.float32), main.new_empty(shape, dtype=torch.float32)
 
     @lib.custom_op(prefix + "sinkhorn_codes", mutates_args=())
     def sinkhorn_codes(main: torch.Tensor, queue: Optional[torch.Tensor], prototypes: Optional[torch.Tensor],
                        crops: list[int], batch: int, inv_eps: float, column_max: torch.Tensor,
-                       column_sumexp: torch.Tensor,
+                       column_sumexp: torch.Tensor, row_max: Optional[torch.Tensor], row_sum: Optional[torch.Tensor],
                        normalize_rows: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rows = rows_of(main, queue, prototypes, crops, batch)
         return codes_tuple(kernels.sinkhorn_codes(rows, inv_eps, ColumnStats(column_max, column_sumexp),
-                                                  normalize_rows), rows)
+                                                  row_stats_of(row_max, row_sum), normalize_rows), rows)
 
     @sinkhorn_codes.register_fake
-    def _(main, queue, prototypes, crops, batch, inv_eps, column_max, column_sumexp, normalize_rows):
-        return fake_codes(main, prototypes, crops, batch)
+    def _(main, queue, prototypes, crops, batch, inv_eps, column_max, column_sumexp, row_max, row_sum,
+          normalize_rows):
+        return fake_codes(main, queue, prototypes, crops, batch, row_max is not None)
 
     # ---- loss from embeddings + prototypes: never materialises the (V·B, K) scores ----------
     @lib.custom_op(prefix + "embeddings_loss", mutates_args=())
@@ -239,18 +252,20 @@ def distributed_sinkhorn(ops, rows: SinkhornRows, epsilon: float, iterations: in
     different numbers of rows; the global row count (T = 0 only) is summed on the device."""
     args = (rows.main, rows.queue, rows.prototypes, list(rows.crops), rows.batch)
     inv_eps = 1.0 / epsilon
-    columns = reduce_columns(ColumnStats(*ops.sinkhorn_column_step(*args, inv_eps, None)), process_group)
+    columns = reduce_columns(ColumnStats(*ops.sinkhorn_column_step(*args, inv_eps, None, None)), process_group)
+    row_stats = (None, None)
     if iterations == 0:
         count = all_reduce_sum_(torch.full((), float(rows.rows), device=rows.main.device), process_group)
         columns = zero_iteration_columns(columns, torch.log(count))
         normalize = False
     else:
         for _ in range(iterations - 1):
-            potential = ops.sinkhorn_row_step(*args, inv_eps, *columns)
-            columns = reduce_columns(ColumnStats(*ops.sinkhorn_column_step(*args, inv_eps, potential)),
+            row_stats = ops.sinkhorn_row_step(*args, inv_eps, *columns)
+            columns = reduce_columns(ColumnStats(*ops.sinkhorn_column_step(*args, inv_eps, *row_stats)),
                                      process_group)
+        row_stats = ops.sinkhorn_row_step(*args, inv_eps, *columns) if rows.prototypes is not None else (None, None)
         normalize = True
-    codes, mass, projected = ops.sinkhorn_codes(*args, inv_eps, *columns, normalize)
+    codes, mass, projected = ops.sinkhorn_codes(*args, inv_eps, *columns, *row_stats, normalize)
     return Codes(codes, mass, projected if rows.prototypes is not None else None)
 
 

@@ -114,10 +114,15 @@ def _check_sinkhorn_rows(rows, device_type: str, kernels: str):
     return rows
 
 
-def check_row_potential(value, rows) -> None:
-    if value is not None:
-        check_input("row_potential", value, 2, torch.float32, like=rows.main, device_type=rows.main.device.type)
-        check_shape("row_potential", value, (rows.groups, rows.rows))
+def check_row_stats(row_stats, rows) -> None:
+    """None, or ``RowStats`` (R ≥ 1, G, N) float32 of ``rows``."""
+    if row_stats is None:
+        return
+    for name, value in (("row_stats.max", row_stats.max), ("row_stats.sumexp", row_stats.sumexp)):
+        check_input(name, value, 3, torch.float32, like=rows.main, device_type=rows.main.device.type)
+        check_shape(name, value, (row_stats.max.shape[0], rows.groups, rows.rows))
+    if row_stats.max.shape[0] < 1:
+        raise ValueError("row_stats must hold at least one partial (R >= 1)")
 
 
 def check_column_stats(columns, rows) -> None:
@@ -153,15 +158,19 @@ def check_codes(name: str, codes, rows: int, prototypes: int, crops, like: torch
 
 
 def check_codes_bundle(codes, z: torch.Tensor, prototypes: int, crops) -> tuple[int, ...]:
-    """``Codes`` of the fused path: codes, mass (|A|, B) and projected (|A|, B, D), float32."""
+    """``Codes`` of the fused path: codes (|A|, B, K), and S ≥ 1 partials of the mass (S, |A|, B) and of the
+    projection (S, |A|, B, D), float32."""
     crops = check_codes("codes.codes", codes.codes, z.shape[0], prototypes, crops, z)
     n_assign, batch, _ = codes.codes.shape
     if codes.mass is None or codes.projected is None:
         raise ValueError("codes.mass and codes.projected are required on the fused path")
-    check_input("codes.mass", codes.mass, 2, torch.float32, like=z, device_type=z.device.type)
-    check_shape("codes.mass", codes.mass, (n_assign, batch))
-    check_input("codes.projected", codes.projected, 3, torch.float32, like=z, device_type=z.device.type)
-    check_shape("codes.projected", codes.projected, (n_assign, batch, z.shape[1]))
+    check_input("codes.mass", codes.mass, 3, torch.float32, like=z, device_type=z.device.type)
+    splits = codes.mass.shape[0]
+    if splits < 1:
+        raise ValueError("codes.mass must hold at least one partial (S >= 1)")
+    check_shape("codes.mass", codes.mass, (splits, n_assign, batch))
+    check_input("codes.projected", codes.projected, 4, torch.float32, like=z, device_type=z.device.type)
+    check_shape("codes.projected", codes.projected, (splits, n_assign, batch, z.shape[1]))
     return crops
 
 

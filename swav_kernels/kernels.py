@@ -24,13 +24,17 @@ Design decisions (DESIGN.md §5a):
 * **Alternating single-pass Sinkhorn over dual potentials.** Codes are
   ``q[n, k] = exp(x[n, k]/ε + a[k] + b[n])``: a column step computes the column potential a
   from the row potential b, a row step b from a; each is one launch that reads every score
-  once, with no partial sums to merge in between except the S column partials, which the
-  next launch merges while it loads a. T iterations take 2·T launches (T = 0: 2). The row
-  count N and the total of ``P /= sum(P)`` cancel in the codes for T ≥ 1, so no host value
-  and no collective beyond the per-prototype sums is needed.
+  once. Where rows (or prototypes) are too few to fill the device, a step splits the other
+  dimension into ranges and writes one partial log-sum-exp per range; the launch that reads
+  them merges them while it loads the potential, so a split adds no launch. T iterations take
+  2·T launches, plus one row step on the fused path, whose codes are split over prototype
+  ranges and take the row's log-sum-exp from it (the scores path's codes sweep each row
+  twice instead). The row count N and the total of ``P /= sum(P)`` cancel in the codes for
+  T ≥ 1, so no host value and no collective beyond the per-prototype sums is needed.
 * **Launch budget** (one fwd+bwd, T = 3, queue on, 2 assign crops, every launch counted):
-  fused path ≤ 12 = Sinkhorn 6 + loss forward 1–2 + loss sum 1 + autograd's seed 1 +
-  ∂C 1–2 (+ ∂Z 1 unless folded into the ∂C merge); scores path ≤ 10 = 6 + 1 + 1 + 1 + 1.
+  fused path ≤ 12 = Sinkhorn 7 + loss forward 1 (its prototype split, where rows are few, merged
+  by the loss sum and the backward) + loss sum 1 + autograd's seed 1 + backward 1–2 (∂C's row
+  split merged by one more launch); scores path ≤ 10 = 6 + 1 + 1 + 1 + 1.
 * **Determinism.** No atomics: every reduction split across programs writes partials that
   are added in a fixed order; tile sizes and split counts come from fixed rules keyed on
   (rows, K, D, dtype, device), never from a timing race.
@@ -85,12 +89,23 @@ class ColumnStats(NamedTuple):
     sumexp: torch.Tensor  # (S, G, K) float32
 
 
+class RowStats(NamedTuple):
+    """Per-row log-sum-exp over disjoint prototype ranges r = 0 … R−1, in base 2:
+    ``LSE_k t[g, n, k]·log2(e) = log2 Σ_r sumexp[r, g, n] · 2^(max[r, g, n])``, where ``max`` is the
+    largest ``t·log2(e)`` of the range (exactly, as the kernel rounded it) and ``sumexp`` the sum of
+    ``2^(t·log2(e) − max)`` over it."""
+
+    max: torch.Tensor  # (R, G, N) float32
+    sumexp: torch.Tensor  # (R, G, N) float32
+
+
 class Codes(NamedTuple):
-    """The codes of the batch rows and what the loss needs from them."""
+    """The codes of the batch rows and what the loss needs from them. Mass and projection come as S ≥ 1
+    partials over disjoint prototype ranges, to be added (``mass = Σ_s mass[s]``)."""
 
     codes: torch.Tensor  # (G, B, K) float32
-    mass: torch.Tensor | None  # (G, B) float32: Σ_k codes (1 when T ≥ 1)
-    projected: torch.Tensor | None  # (G, B, D) float32: codes · C (fused path), else None
+    mass: torch.Tensor | None  # (S, G, B) float32: Σ_k codes over range s (Σ_s: 1 when T ≥ 1)
+    projected: torch.Tensor | None  # (S, G, B, D) float32: codes · C over range s (fused path), else None
 
 
 class Kernels(Protocol):
@@ -102,24 +117,27 @@ class Kernels(Protocol):
     # ---- family 2: Sinkhorn, log domain with dual potentials -----------------------------
 
     def sinkhorn_column_step(self, rows: SinkhornRows, inv_eps: float,
-                             row_potential: torch.Tensor | None) -> ColumnStats:
-        """With ``t[g, n, k] = inv_eps · x[g, n, k] + b[g, n]`` (b = ``row_potential (G, N)``
-        float32, or 0 when None): partial column statistics over S ≥ 1 disjoint row ranges,
+                             row_stats: RowStats | None) -> ColumnStats:
+        """With ``t[g, n, k] = inv_eps · x[g, n, k] + b[g, n]`` (b = ``−LSE`` of the row step's
+        ``row_stats``, or 0 when None): partial column statistics over S ≥ 1 disjoint row ranges,
         ``max[s, g, k] = max_{n ∈ s} t`` and ``sumexp[s, g, k] = Σ_{n ∈ s} exp(t − max) + Σ_{n ∈ s} 0·x``,
         so that ``LSE_n t = log Σ_s sumexp·exp(max)``. S is the backend's choice."""
 
-    def sinkhorn_row_step(self, rows: SinkhornRows, inv_eps: float, columns: ColumnStats) -> torch.Tensor:
-        """The row potential ``b[g, n] = −LSE_k(inv_eps · x[g, n, k] + a[g, k])`` (G, N) float32,
-        where ``a[g, k] = −log K − LSE_s(max[s, g, k] + log sumexp[s, g, k])`` is the column
-        potential of ``columns`` (exact, max-shifted)."""
+    def sinkhorn_row_step(self, rows: SinkhornRows, inv_eps: float, columns: ColumnStats) -> RowStats:
+        """The row statistics of ``u[g, n, k] = inv_eps · x[g, n, k] + a[g, k]`` over R ≥ 1 prototype
+        ranges (``RowStats``: the row potential is ``b = −LSE_k u``), where
+        ``a[g, k] = −log K − LSE_s(max[s, g, k] + log sumexp[s, g, k])`` is the column potential of
+        ``columns`` (exact, max-shifted). R is the backend's choice."""
 
     def sinkhorn_codes(self, rows: SinkhornRows, inv_eps: float, columns: ColumnStats,
-                       normalize_rows: bool) -> Codes:
+                       row_stats: RowStats | None, normalize_rows: bool) -> Codes:
         """Codes of the batch rows n = L + j, j < B, with a from ``columns`` as in the row step
-        and ``u[g, j, k] = inv_eps · x[g, L + j, k] + a[g, k]`` (formed once, in float32):
-        ``codes = exp(u − LSE_k u)`` if ``normalize_rows`` (each row sums to 1 within float32
-        rounding even when |x|/ε is in the thousands) else ``exp(u)``; ``mass = Σ_k codes``
-        (G, B); ``projected = codes · C`` (G, B, D) on the fused path, else None."""
+        and ``u[g, j, k] = inv_eps · x[g, L + j, k] + a[g, k]`` (formed in float32 exactly as the row
+        step forms it): ``codes = exp(u − LSE_k u)`` if ``normalize_rows`` (each row sums to 1 within
+        float32 rounding even when |x|/ε is in the thousands), the row's LSE taken from
+        ``row_stats`` (the row step run with the same ``columns``) when given, else ``exp(u)``;
+        ``mass[s] = Σ_{k ∈ s} codes`` (S, G, B); ``projected[s] = codes[:, :, s] · C[s]`` (S, G, B, D)
+        on the fused path, else None. S is the backend's choice."""
 
     # ---- families 1 and 3: the swapped-prediction loss ------------------------------------
     # For row m = v·B + b: its weight w[m] = Σ_{a: A[a] ≠ v} mass[a, b] (the code mass it must

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .loss import swav_loss
-from .registry import resolve_backend
+from .registry import check_backend_name, resolve_backend
 from .validation import check_crops_for_assign, check_iterations, check_n_crops, check_positive_float
 
 
@@ -60,7 +60,7 @@ class SwAVLoss(nn.Module):
         self.sinkhorn_iterations = check_iterations("sinkhorn_iterations", sinkhorn_iterations)
         self.queue_length = check_iterations("queue_length", queue_length)
         self.process_group = process_group
-        self.backend = backend
+        self.backend = check_backend_name(backend)  # a typo fails here, not at the first forward
         if self.queue_length:
             if feat_dim is None:
                 raise ValueError("feat_dim is required when queue_length > 0 (the queue is (|A|, L, feat_dim))")

@@ -9,6 +9,8 @@ reason.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 import warnings
 from typing import Callable
 
@@ -87,17 +89,26 @@ def unavailable_reason(name: str, device: torch.device, dtype: torch.dtype) -> s
     return backend.unavailable_reason(torch.device(device), dtype)
 
 
-def _check_name(name) -> None:
-    if not isinstance(name, str) or (name != "auto" and name not in _LOADERS):
+def check_backend_name(name) -> str:
+    """``name`` if it is an accepted value of ``backend=`` (``backend_names()``); otherwise a
+    TypeError (not a string) or ValueError (unknown) that lists the accepted names."""
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a string, one of {backend_names()}, got {type(name).__name__} {name!r}")
+    if name != "auto" and name not in _LOADERS:
         raise ValueError(f"backend must be one of {backend_names()}, got {name!r}")
+    return name
 
 
 def resolve_backend(name: str, device: torch.device, dtype: torch.dtype) -> Backend:
     """The backend that will run tensors of ``dtype`` on ``device`` for ``backend=name``;
-    resolved once per (name, device, dtype) and cached (not while torch.compile traces: the cache
-    growing under a compiled function would fail its guard and compile it again)."""
+    resolved (and ``name`` checked) once per (name, device, dtype) and cached (not while torch.compile
+    traces: the cache growing under a compiled function would fail its guard and compile it again)."""
     key = (name, device, dtype)
-    backend = _RESOLVED.get(key)
+    try:
+        backend = _RESOLVED.get(key)
+    except TypeError:  # an unhashable name (a list, ...): say what backend= accepts
+        check_backend_name(name)
+        raise
     if backend is None:
         backend = _resolve(name, device, dtype)
         if not torch.compiler.is_compiling():
@@ -105,8 +116,22 @@ def resolve_backend(name: str, device: torch.device, dtype: torch.dtype) -> Back
     return backend
 
 
+# Frames in these folders are the library's (and nn.Module.__call__'s), not the user's line
+_LIBRARY_DIRS = (os.path.dirname(__file__) + os.sep, os.path.dirname(torch.__file__) + os.sep)
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning issued by the caller of this function point at the
+    first frame outside swav_kernels and torch: the user's line, whichever entry point it called
+    (``swav_loss``, ``SwAVLoss`` through ``nn.Module.__call__``, a compat adapter, ...)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _resolve(name: str, device: torch.device, dtype: torch.dtype) -> Backend:
-    _check_name(name)
+    check_backend_name(name)
     if name != "auto":
         reason = unavailable_reason(name, device, dtype)
         if reason is not None:
@@ -129,7 +154,7 @@ def _resolve(name: str, device: torch.device, dtype: torch.dtype) -> Backend:
                    "pure-PyTorch reference" + (f" ({'; '.join(reasons)})" if reasons else ""))
     if message not in _WARNED:
         _WARNED.add(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        warnings.warn(message, RuntimeWarning, stacklevel=_user_stacklevel())
     return _load("reference")
 
 

@@ -1,5 +1,6 @@
 """Public API: both input paths, lists, queues, dtypes, backend selection."""
 import pathlib
+import sys
 import warnings
 
 import pytest
@@ -207,3 +208,76 @@ def test_swapped_prediction_loss_with_given_codes():
         swapped_prediction_loss(p.scores[:, :5], codes, (2, 0), backend="reference")
     with pytest.raises(ValueError, match="crops_for_assign holds"):
         swapped_prediction_loss(p.scores, codes, (2, 7), backend="reference")
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda x: swav_loss(x, nmb_crops=2, backend=["triton"]), TypeError),
+    (lambda x: swav_loss(x, nmb_crops=2, backend="tritn"), ValueError),
+    (lambda x: sinkhorn(x, backend=None), TypeError),
+    (lambda x: swapped_prediction_loss(x, torch.ones(2, 3, 5) / 5, (0, 1), backend={"triton"}), TypeError),
+    (lambda x: swav_kernels.SwAVLoss(nmb_crops=2, backend="tritn"), ValueError),  # at construction
+    (lambda x: swav_kernels.SwAVLoss(nmb_crops=2, backend=["triton"]), TypeError),
+], ids=["list", "typo", "none", "set", "module-typo", "module-list"])
+def test_a_bad_backend_name_is_refused_with_the_valid_names(call, error):
+    with pytest.raises(error) as caught:
+        call(torch.randn(6, 5))
+    assert str(caught.value).startswith("backend must be ")
+    assert str(swav_kernels.backend_names()) in str(caught.value)  # ('auto', 'cuda', 'reference', 'triton')
+
+
+def _entry_points():
+    """{name: a call of that entry point on CPU tensors with backend="auto"}, each written on one
+    line of this file: the reference fallback's warning must point at that line."""
+    from swav_kernels.compat import dinov2, facebook_swav, lightly, solo_learn
+
+    s = torch.randn(6, 5)
+    codes = torch.softmax(torch.randn(2, 3, 5), dim=-1)
+    z, c = torch.nn.functional.normalize(torch.randn(6, 4), dim=1), torch.randn(5, 4)
+    return {
+        "swav_loss": lambda: swav_loss(s, nmb_crops=2),
+        "swav_loss(prototypes=)": lambda: swav_loss(z, c, nmb_crops=2),
+        "sinkhorn": lambda: sinkhorn(s),
+        "swapped_prediction_loss": lambda: swapped_prediction_loss(s, codes, (0, 1)),
+        "SwAVLoss.forward": lambda: swav_kernels.SwAVLoss(nmb_crops=2)(z, c),
+        "lightly.SwaVLoss": lambda: lightly.SwaVLoss()([s[:3], s[3:]], []),
+        "solo_learn.swav_loss_func": lambda: solo_learn.swav_loss_func([s[:3], s[3:]], [codes[0], codes[1]]),
+        "facebook_swav.distributed_sinkhorn": lambda: facebook_swav.distributed_sinkhorn(s),
+        "dinov2.sinkhorn_knopp_teacher": lambda: dinov2.sinkhorn_knopp_teacher(s, 0.05),
+    }
+
+
+@pytest.mark.parametrize("entry_point", sorted(_entry_points()))
+def test_the_reference_fallback_warning_points_at_the_callers_line(entry_point, monkeypatch):
+    from swav_kernels import loss, registry
+
+    monkeypatch.setattr(registry, "_WARNED", set())
+    monkeypatch.setattr(registry, "_RESOLVED", {})  # the warning comes with the first resolution,
+    monkeypatch.setattr(loss, "_PREPARED", {})  # which a prepared call (of an earlier test) skips
+    call = _entry_points()[entry_point]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        call()
+    fallback = [w for w in caught if "using the pure-PyTorch reference" in str(w.message)]
+    assert len(fallback) == 1, [str(w.message) for w in caught]
+    assert (fallback[0].filename, fallback[0].lineno) == (__file__, call.__code__.co_firstlineno)
+
+
+def test_the_no_kernel_backend_warning_points_at_the_callers_line(monkeypatch):
+    from swav_kernels import registry
+
+    class Nowhere(Backend):
+        def unavailable_reason(self, device, dtype):
+            return "needs hardware this machine lacks"
+
+    for table in ("_LOADERS", "_AUTO_RANK", "_INSTANCES", "_RESOLVED"):
+        monkeypatch.setattr(registry, table, dict(getattr(registry, table)))
+    monkeypatch.setattr(registry, "_WARNED", set())
+    monkeypatch.setattr(registry, "_AUTO_RANK", {})
+    register_backend("nowhere", Nowhere, auto_rank=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = sys._getframe().f_lineno + 1
+        registry.resolve_backend("auto", torch.device("cuda"), torch.float32)  # as the entry points call it
+    [warning] = [w for w in caught if "no kernel backend applies" in str(w.message)]
+    assert "nowhere: needs hardware this machine lacks" in str(warning.message)
+    assert (warning.filename, warning.lineno) == (__file__, line)

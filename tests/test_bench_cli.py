@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+import swav_kernels.loss as loss
 import swav_kernels.registry as registry
 from kernel_oracle import OracleKernels
 from swav_kernels.backend import Backend
@@ -28,12 +29,18 @@ RECORD_KEYS = {
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+def run_capturing(argv):
+    """(exit code, stdout, stderr) of ``swav-bench argv`` run in this process."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
 def run_in_process(argv):
     """(exit code, stdout) of ``swav-bench argv`` run in this process."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        code = main(argv)
-    return code, out.getvalue()
+    code, out, _ = run_capturing(argv)
+    return code, out
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +133,7 @@ def registry_copy(monkeypatch):
     """The backend registry's tables, restored after the test (backends added here vanish)."""
     for table in ("_LOADERS", "_INSTANCES", "_LOAD_ERRORS", "_RESOLVED"):
         monkeypatch.setattr(registry, table, dict(getattr(registry, table)))
+    monkeypatch.setattr(loss, "_PREPARED", {})  # swav_loss's prepared calls hold the backend they resolved
     return registry._LOADERS
 
 
@@ -141,25 +149,93 @@ class BrokenBackend(Backend):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 16.00 GiB")
 
 
-def test_failing_peers_are_recorded_not_raised(tmp_path, registry_copy):
+def test_failing_peers_are_recorded_and_fail_the_run(tmp_path, registry_copy):
     registry_copy["broken"] = BrokenBackend
-    # scores up to 10: exp(10 / 0.05) overflows float32 in the plain Sinkhorn, not in the reference
-    code, text = run_in_process(["--quick", "--sweeps", "--dtypes", "float32", "--ops", "loss", "sinkhorn",
-                                 "--score-scale", "10", "--peers", "reference", "plain", "broken",
-                                 "--out", str(tmp_path)])
-    assert code == 0
+    code, text, err = run_capturing(["--quick", "--sweeps", "--dtypes", "float32", "--ops", "loss", "sinkhorn",
+                                     "--peers", "reference", "broken", "--out", str(tmp_path)])
+    assert code == 1  # a backend of this package failed: the run fails, and says which rows
     results = json.loads((tmp_path / "results.json").read_text())["results"]
     status = {(r["op"], r["pass"], r["peer"]): (r["status"], r["reason"]) for r in results}
-    assert len(status) == 9
+    assert len(status) == 6
     for key, (state, reason) in status.items():
         if key[2] == "reference":
             assert state == "ok"
-        elif key[2] == "plain":
-            assert (state, reason) == ("failed", "FloatingPointError: non-finite output (NaN or inf)")
         else:
             assert state == "failed" and reason.startswith("OutOfMemoryError: CUDA out of memory")
     assert "failed: OutOfMemoryError: CUDA out of memory" in text
-    assert "failed: FloatingPointError: non-finite output" in text
+    assert "swav-bench: exit 1: 3 rows of this package's backends failed: broken quick-queue float32 loss fwd: " \
+           "OutOfMemoryError" in err
+
+
+def test_the_plain_sinkhorn_overflow_is_reported_and_fails_nothing(tmp_path):
+    # scores up to 10: exp(10 / 0.05) overflows float32 in the plain Sinkhorn, not in the reference
+    code, text, err = run_capturing(["--quick", "--sweeps", "--dtypes", "float32", "--ops", "loss", "sinkhorn",
+                                     "--score-scale", "10", "--peers", "reference", "plain", "--out", str(tmp_path)])
+    assert code == 0, err
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    status = {(r["op"], r["pass"], r["peer"]): (r["status"], r["reason"]) for r in results}
+    assert len(status) == 6
+    overflow = ("FloatingPointError: non-finite output (NaN or inf): the plain Sinkhorn's exp(score/ε) overflows "
+                "float32 once score/ε > 88.7 (here up to 200); its documented failure")
+    for (op, pass_, peer), (state, reason) in status.items():
+        assert (state, reason) == (("ok", None) if peer == "reference" else ("failed", overflow))
+    # the reference is checked at that scale, against its float64 self, within the grown bound
+    for r in results:
+        if r["peer"] == "reference":
+            assert r["tolerance"] == pytest.approx(max(1e-5 if r["pass"] == "fwd" else 1e-4,
+                                                       8 * torch.finfo(torch.float32).eps * 10 / 0.05))
+            assert r["max_rel_err_vs_reference"] <= r["tolerance"]
+    assert "failed: FloatingPointError: non-finite output (NaN or inf): the plain Sinkhorn" in text
+    assert "swav-bench: exit" not in err
+
+
+class OffBy(Backend):
+    """The reference, with its loss scaled by (1 + ``factor``): a relative error of ``factor``."""
+
+    name = "off-by"
+    factor = 0.0
+
+    def loss_from_embeddings(self, *args, **kwargs):
+        return super().loss_from_embeddings(*args, **kwargs) * (1 + self.factor)
+
+
+# DESIGN §4 on the loss: 1e-5 in float32, grown to 8 ulp of max|score|/ε = 1.9e-5 here (unit scores,
+# ε = 0.05: tests/problems.py::logit_tolerance); 2e-3 in bfloat16
+FLOAT32_LOSS_TOLERANCE = 8 * torch.finfo(torch.float32).eps / 0.05
+
+
+@pytest.mark.parametrize("dtype, factor, fails", [
+    ("float32", 5e-6, False), ("float32", 4e-5, True), ("bfloat16", 1e-3, False), ("bfloat16", 4e-3, True),
+])
+def test_a_row_over_its_tolerance_fails_the_run_also_without_the_reference_peer(tmp_path, registry_copy, dtype,
+                                                                               factor, fails):
+    registry_copy["off-by"] = type("OffByThis", (OffBy,), {"factor": factor})
+    code, text, err = run_capturing(["--quick", "--sweeps", "--dtypes", dtype, "--ops", "loss", "--passes", "fwd",
+                                     "--peers", "off-by", "--out", str(tmp_path)])
+    [record] = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert record["peer"] == "off-by" and record["max_rel_err_vs_reference"] == pytest.approx(factor, rel=0.05)
+    assert record["tolerance"] == pytest.approx(FLOAT32_LOSS_TOLERANCE if dtype == "float32" else 2e-3)
+    if not fails:
+        assert code == 0 and record["status"] == "ok", err
+        return
+    truth = "the reference in float64" if dtype == "float32" else "the reference in float32 on the upcast inputs"
+    reason = (f"WrongResult: error {record['max_rel_err_vs_reference']:.2e} vs {truth} exceeds the {dtype} value "
+              f"tolerance {record['tolerance']:.2g} (DESIGN §4)")
+    assert code == 1 and record["status"] == "failed" and record["reason"].startswith(reason)
+    assert f"failed: {reason}" in text
+    assert f"swav-bench: exit 1: 1 row of this package's backends failed: off-by quick-queue {dtype} loss fwd: " \
+           f"{reason}" in err
+
+
+def test_no_requested_peer_that_can_run_is_an_error(tmp_path, registry_copy):
+    registry_copy["absent"] = AbsentBackend
+    code, text, err = run_capturing(["--quick", "--sweeps", "--dtypes", "float32", "--peers", "absent",
+                                     "absent-graph", "--out", str(tmp_path)])
+    assert code == 1
+    assert "backend absent not run for float32: needs a GPU" in text
+    assert ("swav-bench: exit 1: no requested peer ran: absent (float32): needs a GPU; "
+            "absent-graph (float32): needs a GPU") in err
+    assert json.loads((tmp_path / "results.json").read_text())["results"] == []
 
 
 class AbsentBackend(Backend):

@@ -1,11 +1,15 @@
 """swav-bench's report parts that a CPU run cannot exercise end to end: the target lines, the
-device line, the kernel-count classification and the CUDA-graph capture failure path."""
+device line, the kernel-count classification, the CUDA-graph capture failure path and the commit
+recorded in a copied tree."""
+import shutil
+import subprocess
+
 import pytest
 import torch
 
 import swav_kernels.bench.graphs as graphs
 from swav_kernels.bench.launches import DeviceWork, classify_device_events
-from swav_kernels.bench.report import device_line
+from swav_kernels.bench.report import device_line, git_commit
 from swav_kernels.bench.runner import _base_record
 from swav_kernels.bench.shapes import NAMED_SHAPES, Case
 from swav_kernels.bench.targets import peer_path, target_lines
@@ -162,3 +166,39 @@ def test_graph_replays_the_captured_outputs(monkeypatch):
     first = replay()
     assert first is outputs[2] and len(outputs) == 3  # 2 warm-up calls + the captured one
     assert replay() is first and len(outputs) == 3  # replays do not call the function again
+
+
+def _git(folder, *args) -> str:
+    return subprocess.run(["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _repository(folder):
+    """A git repository at ``folder`` with one commit; its HEAD."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _git(folder, "init", "-q")
+    (folder / "README").write_text("x\n")
+    _git(folder, "add", "README")
+    _git(folder, "commit", "-q", "-m", "first")
+    return _git(folder, "rev-parse", "HEAD")
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_the_commit_comes_from_the_project_never_from_an_enclosing_repository(tmp_path):
+    enclosing = _repository(tmp_path)  # the device copy sat inside another repository (issue 17)
+    project = tmp_path / "copy"
+    project.mkdir()
+    (project / "pyproject.toml").write_text("[project]\nname = 'swav-kernels'\n")
+    assert git_commit(project) is None  # no .gpu-commit: none recorded, not the enclosing repository's
+    recorded = "0123456789abcdef0123456789abcdef01234567"
+    (project / ".gpu-commit").write_text(recorded + "\n")
+    assert git_commit(project) == {"commit": recorded, "dirty": None, "source": ".gpu-commit"}
+    (project / ".gpu-commit").write_text("not a commit\n")
+    assert git_commit(project) is None
+    assert enclosing not in str(git_commit(project))
+    # the project's own checkout: its HEAD (a leftover .gpu-commit may be stale), and whether it is dirty
+    own = _repository(project)
+    assert git_commit(project) == {"commit": own, "dirty": False, "source": "git"}
+    (project / "README").write_text("changed\n")
+    assert git_commit(project)["dirty"] is True
+    assert git_commit(tmp_path / "copy" / "..") is None  # a folder that is not the project (no pyproject.toml)

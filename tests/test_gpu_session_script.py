@@ -1,11 +1,13 @@
 """benchmarks/gpu_session.sh on a CPU: the GPU time is minutes, so the script must be right the
-first time. Its syntax, every pytest selection it makes (each must select >= 1 test), and a dry
-run of the quick mode end to end (no build, selections collected, GPU-only tools skipped)."""
+first time. Its syntax, every pytest selection it makes (each must select >= 1 test), the quick
+mode's schedule against the device call, the commit it records, and a dry run of the quick mode end
+to end (no build, selections collected, GPU-only tools skipped, the schedule scaled down)."""
 import importlib.util
 import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -16,8 +18,12 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_session.sh"
 STATUSES = {"pass", "FAIL", "timeout", "unavailable", "skipped"}
-QUICK_STEPS = ["env", "build", "gpu", "bench", "kernel-tests", "sanitizer-memcheck", "sanitizer-racecheck",
+QUICK_STEPS = ["env", "build", "gpu", "kernel-tests", "bench", "sanitizer-memcheck", "sanitizer-racecheck",
                "sanitizer-synccheck", "sanitizer-initcheck", "train-1gpu", "train-2gpu-torchrun"]
+# the device call (benchmarks/gpu_session.sh's header): timeout_s 270 at least, the machine's start
+# not counted in it; measured on an H200 (issue 17): the build 22 s, the kernel tests alone 57 s (-n 12)
+CALL_TIMEOUT_S = 270
+MEASURED_S = {"build": 22, "kernel-tests": 57}
 # the trainer's dependencies: without them (CI's torch 2.13 leg) its steps are "unavailable"
 TRAINER = all(importlib.util.find_spec(m) is not None for m in ("torchvision", "timm", "sklearn"))
 TRAIN_STATUS = "pass" if TRAINER else "unavailable"
@@ -79,6 +85,67 @@ def test_selection_collects_tests(name):
         assert all(i.startswith(("tests/test_cuda_kernels.py::", "tests/test_cuda_loss.py::")) for i in ids)
         assert any(i.startswith("tests/test_cuda_kernels.py::") for i in ids)
         assert len(ids) <= 100, f"{len(ids)} tests would take too long under racecheck"
+    if name == "SEL_SANITIZER_HEAVY":  # racecheck and initcheck: each CUDA kernel once, nothing else
+        tests = {i.split("::")[1].split("[")[0] for i in ids}
+        assert len(tests) == len(ids)  # one test each: the Sinkhorn's three kernels run in one
+        assert tests == {"test_sinkhorn_steps", "test_swapped_loss", "test_ragged_scale_gradients",
+                         "test_ragged_shift_queue"}
+
+
+def _schedule() -> tuple[dict, dict[str, tuple[int, int]]]:
+    done = subprocess.run(["bash", str(SCRIPT), "schedule"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    head, *phases = done.stdout.splitlines()
+    words = head.split()
+    totals = {words[i]: int(words[i + 1]) for i in range(0, len(words), 2)}
+    return totals, {name: (int(limit), int(floor)) for name, limit, floor in (p.split() for p in phases)}
+
+
+def test_the_quick_schedule_fits_one_device_call():
+    """Phases one after another, each within its limit and never into the floors of those after it:
+    the floors and the packing fit the script's budget, which ends inside the call's timeout with a
+    margin for the kill grace of the last step and the packing; the measured steps fit their floors."""
+    totals, phases = _schedule()
+    assert list(phases) == ["build", "gpu", "kernel-tests", "bench", "checks"]
+    assert sum(floor for _, floor in phases.values()) + totals["pack"] <= totals["budget"]
+    assert totals["budget"] + 5 + 2 * totals["pack"] <= CALL_TIMEOUT_S
+    assert all(floor <= limit for limit, floor in phases.values())
+    for step, seconds in MEASURED_S.items():
+        assert phases[step][1] >= 1.1 * seconds, (step, phases[step], seconds)
+    header = SCRIPT.read_text()
+    assert f"timeout_s={CALL_TIMEOUT_S}" in header and f"ends within {totals['budget']} s" in header
+
+
+def _git(folder, *args) -> str:
+    return subprocess.run(["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _commit_of_copy(project: pathlib.Path) -> str:
+    done = subprocess.run(["bash", str(project / "benchmarks" / "gpu_session.sh"), "commit"], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_the_commit_is_the_projects_never_an_enclosing_repositorys(tmp_path):
+    _git(tmp_path, "init", "-q")  # the device copy sat inside another repository (issue 17)
+    (tmp_path / "README").write_text("x\n")
+    _git(tmp_path, "add", "README")
+    _git(tmp_path, "commit", "-q", "-m", "enclosing")
+    project = tmp_path / "copy"
+    (project / "benchmarks").mkdir(parents=True)
+    shutil.copy(SCRIPT, project / "benchmarks" / "gpu_session.sh")
+    assert _commit_of_copy(project) == "none (neither a git checkout of this folder nor a .gpu-commit)"
+    (project / ".gpu-commit").write_text("0123456789abcdef0123456789abcdef01234567\n")
+    assert _commit_of_copy(project) == "0123456789abcdef0123456789abcdef01234567 (.gpu-commit)"
+    (project / ".gpu-commit").write_text("HEAD\n")
+    assert _commit_of_copy(project) == "none (.gpu-commit holds no commit)"
+    _git(project, "init", "-q")
+    _git(project, "add", "benchmarks")
+    _git(project, "commit", "-q", "-m", "own")
+    assert _commit_of_copy(project) == f"{_git(project, 'rev-parse', 'HEAD')} (git)"
 
 
 @pytest.fixture(scope="module")
@@ -93,12 +160,18 @@ def dry_run(tmp_path_factory):
 
 
 def _summary(out: pathlib.Path) -> dict[str, tuple[str, str]]:
+    return {name: (status, note) for name, (status, note, _) in _timed_summary(out).items()}
+
+
+def _timed_summary(out: pathlib.Path) -> dict[str, tuple[str, str, tuple | None]]:
+    """{step: (status, note, (start, seconds, limit) or None where it ran no command)}."""
     rows = {}
     for line in (out / "summary.txt").read_text().splitlines():
         if line.startswith("#") or line.startswith("step "):
             continue
-        name, status, _rc, _secs, *note = line.split()
-        rows[name] = (status, " ".join(note))
+        name, status, _rc, secs, start, limit, *note = line.split()
+        timing = None if start == "-" else (int(start), int(secs), int(limit))
+        rows[name] = (status, " ".join(note), timing)
     return rows
 
 
@@ -119,6 +192,27 @@ def test_dry_run_finishes_in_time_and_passes(dry_run):
         assert re.search(r"selection collects [1-9]\d* tests", note), note
     assert rows["train-2gpu-torchrun"][0] == ("skipped" if TRAINER else "unavailable")
     assert (out / "summary.txt").read_text() in done.stdout
+
+
+def test_dry_run_keeps_the_schedule(dry_run):
+    """The quick schedule, scaled to the dry run's budget: the kernel tests first and alone, then the
+    bench alone, then the checks; each step within its limit, every limit within its scaled phase."""
+    _, out, _ = dry_run
+    totals, phases = _schedule()
+    scale = totals["dry-budget"] / totals["budget"]
+    timed = {name: timing for name, (_, _, timing) in _timed_summary(out).items() if timing is not None}
+    assert {"kernel-tests", "bench"} <= set(timed), timed
+    for name, (start, seconds, limit) in timed.items():
+        phase = name if name in phases else "checks"
+        assert limit <= phases[phase][0] * scale + 1, (name, limit)
+        assert seconds <= limit + 5, (name, seconds, limit)  # killed at its limit at the latest
+        assert start + limit <= totals["dry-budget"], (name, start, limit)
+    tests_start, tests_seconds, _ = timed["kernel-tests"]
+    bench_start, bench_seconds, _ = timed["bench"]
+    assert tests_start + tests_seconds <= bench_start  # the kernel tests first, and alone
+    for name, (start, seconds, _) in timed.items():
+        if name not in ("kernel-tests", "bench"):
+            assert start >= bench_start + bench_seconds, name  # the checks after both
 
 
 def test_dry_run_output_fits_the_device_tool(dry_run):
@@ -169,6 +263,7 @@ done
 exec "$real" "$@"
 """
 FAKE_SANITIZER = r"""#!/usr/bin/env bash
+echo "compute-sanitizer $*"
 tool=$2; shift 2
 case "$tool" in
   memcheck) echo "12 passed in 2.00s"; echo "========= ERROR SUMMARY: 3 errors"; exit 99 ;;
@@ -215,3 +310,14 @@ def test_gpu_mode_records_each_outcome(tmp_path):
     assert "# 11 of 11 steps recorded; 2 failed or timed out" in done.stdout
     assert sorted(p.name for p in out.iterdir()) == ["env.txt", "logs.tar.gz", "results.json", "summary.txt",
                                                      "table.txt"]
+    # heavy sanitizers on the small selection, the others on the wider one
+    with tarfile.open(out / "logs.tar.gz") as tar:
+        logs = {tool: tar.extractfile(f"logs/sanitizer-{tool}.log").read().decode()
+                for tool in ("memcheck", "racecheck", "synccheck", "initcheck")}
+    for tool, log in logs.items():
+        heavy = tool in ("racecheck", "initcheck")
+        assert f"--tool {tool} " in log and (SELECTIONS["SEL_SANITIZER_HEAVY" if heavy else "SEL_SANITIZER"][-1]
+                                            in log), (tool, log)
+    timed = {name: timing for name, (_, _, timing) in _timed_summary(out).items() if timing is not None}
+    assert timed["kernel-tests"][0] <= timed["bench"][0] <= timed["sanitizer-initcheck"][0]
+    assert "commit: " in (out / "env.txt").read_text()

@@ -72,17 +72,20 @@ def test_custom_ops_pass_opcheck():
     codes = torch.softmax(torch.randn(2, 2, 7), dim=-1)
     z = p.embeddings.clone().requires_grad_()
     c = p.prototypes.clone().requires_grad_()
-    torch.library.opcheck(ops.embeddings_loss, (z, c, codes, codes.sum(dim=2), codes @ p.prototypes, [0, 1], 10.0,
-                                                True))
+    torch.library.opcheck(ops.embeddings_loss, (z, c, codes, codes.sum(dim=2)[None], (codes @ p.prototypes)[None],
+                                                [0, 1], 10.0, True))
     s = p.scores.clone().requires_grad_()
     torch.library.opcheck(ops.scores_loss, (s, codes, [0, 1], 10.0))
     for main, queue, prototypes in ((p.embeddings, p.queue, p.prototypes), (p.scores, p.queue_scores, None)):
         rows = (main, queue, prototypes, [2, 0], 2)
         torch.library.opcheck(ops.sinkhorn, (*rows, 0.05, 3))
-        torch.library.opcheck(ops.sinkhorn_column_step, (*rows, 20.0, torch.randn(2, 5)))
+        row_stats = (torch.randn(1, 2, 5), torch.rand(1, 2, 5) + 0.5)
+        torch.library.opcheck(ops.sinkhorn_column_step, (*rows, 20.0, *row_stats))
+        torch.library.opcheck(ops.sinkhorn_column_step, (*rows, 20.0, None, None))
         stats = (torch.randn(1, 2, 7), torch.rand(1, 2, 7) + 0.5)
         torch.library.opcheck(ops.sinkhorn_row_step, (*rows, 20.0, *stats))
-        torch.library.opcheck(ops.sinkhorn_codes, (*rows, 20.0, *stats, True))
+        torch.library.opcheck(ops.sinkhorn_codes, (*rows, 20.0, *stats, None, None, True))
+        torch.library.opcheck(ops.sinkhorn_codes, (*rows, 20.0, *stats, *row_stats, True))
 
 
 def _rank_sinkhorn(rank, world_size, iterations):

@@ -43,13 +43,19 @@ def test_fused_path_stays_within_the_launch_budget(shape):
 
 
 def test_the_split_shape_takes_the_split_paths():
-    # the "splits" shape must exercise the merge kernels, else the budget test above proves less
-    work, *_ = fused_step(make_problem(**SHAPES["splits"]))
-    names = " ".join(work.launches)
-    assert "_loss_merge_kernel" in names and "_prototype_grad_merge_kernel" in names
-    work, *_ = fused_step(make_problem(**SHAPES["no-splits"]))
-    names = " ".join(work.launches)
-    assert "_loss_merge_kernel" not in names and "_prototype_grad_merge_kernel" not in names
+    # the "splits" shape must split the loss forward and the backward (their partials added by the last
+    # program of each group, in the same launch), else the budget test above proves less
+    from swav_kernels import loss as loss_module
+
+    loss_module._PREPARED.clear()
+    fused_step(make_problem(**SHAPES["splits"]))
+    (plan,) = loss_module._PREPARED.values()
+    forward, backward = plan.forward_launches[-1], plan.backward_launches[0]
+    assert forward.grid[1] > 1 and not forward.constexprs["FINAL"] and not backward.constexprs["FINAL"]
+    loss_module._PREPARED.clear()
+    fused_step(make_problem(**SHAPES["no-splits"]))
+    (plan,) = loss_module._PREPARED.values()
+    assert plan.forward_launches[-1].constexprs["FINAL"] and plan.backward_launches[0].constexprs["FINAL"]
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))

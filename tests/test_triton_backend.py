@@ -2,7 +2,8 @@
 
 DESIGN §4: fp32 matches float64 to 1e-5 (loss, codes) and 1e-4 (gradients); fp16/bf16 match
 the reference evaluated in fp32 on the upcast inputs to 2e-3 (loss) and 1e-2 (gradients).
-On CPU the kernels run in Triton's interpreter (fp32 and fp16; bf16 needs the GPU).
+On CPU the kernels run in Triton's interpreter (fp32 and fp16; bf16 needs the GPU: the backend
+refuses it under the interpreter, whose tl.dot on bf16 is wrong).
 """
 import pytest
 import torch
@@ -13,12 +14,17 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
 from problems import logit_tolerance, make_problem, rel_err  # noqa: E402
-from swav_kernels import sinkhorn, swav_loss  # noqa: E402
+from swav_kernels import SwAVLoss, sinkhorn, swapped_prediction_loss, swav_loss  # noqa: E402
+from swav_kernels.registry import unavailable_reason  # noqa: E402
+from swav_kernels.triton.launch import interpreting  # noqa: E402
 from transcription import codes_f64, swav_loss_f64  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-# tl.dot on bf16 is wrong in the interpreter: bf16 runs on a GPU only, reported as skipped elsewhere
-HALF_DTYPES = [torch.float16, pytest.param(torch.bfloat16, marks=pytest.mark.gpu, id="bfloat16")]
+# tl.dot on bf16 is wrong in the interpreter, so the backend refuses bf16 there: it runs on a GPU
+# only, skipped elsewhere with the backend's reason
+BF16_REFUSED = unavailable_reason("triton", DEVICE, torch.bfloat16)
+HALF_DTYPES = [torch.float16, pytest.param(torch.bfloat16, id="bfloat16", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(BF16_REFUSED is not None, reason=str(BF16_REFUSED))])]
 TAU, EPS = 0.1, 0.05
 
 
@@ -107,6 +113,34 @@ def test_half_precision_matches_reference_on_upcast_inputs(dtype, path, case):
     assert rel_err(grad_in.float(), ref_in) <= 1e-2
     if grad_c is not None:
         assert rel_err(grad_c.float(), ref_c) <= 1e-2
+
+
+@pytest.mark.skipif(not interpreting(), reason="checks the refusal of Triton's interpreter (TRITON_INTERPRET=1)")
+def test_the_interpreter_refuses_bfloat16_at_every_entry_point():
+    """Its tl.dot on bf16 gave a loss of ~4e11 with no error: every entry point now raises the
+    backend's reason (cause and what works instead), and ``swav_kernels.info`` reports the same."""
+    from swav_kernels.info import report
+
+    problem = make_problem(n_crops=4, batch=3, prototypes=11, dim=5, dtype=torch.bfloat16)
+    z, c, s = problem.embeddings, problem.prototypes, problem.scores
+    codes = torch.full((2, 3, 11), 1 / 11)
+    calls = {
+        "swav_loss(z, prototypes=c)": lambda: swav_loss(z, c, nmb_crops=4, backend="triton"),
+        "swav_loss(scores)": lambda: swav_loss(s, nmb_crops=4, backend="triton"),
+        "sinkhorn": lambda: sinkhorn(s, backend="triton"),
+        "swapped_prediction_loss": lambda: swapped_prediction_loss(s, codes, (0, 1), backend="triton"),
+        "SwAVLoss": lambda: SwAVLoss(nmb_crops=4, backend="triton")(z, c),
+    }
+    reason = unavailable_reason("triton", "cpu", torch.bfloat16)
+    assert "tl.dot on bfloat16" in reason and "float32 or float16" in reason and "CUDA GPU" in reason
+    for name, call in calls.items():
+        with pytest.raises(RuntimeError) as error:
+            call()
+        assert str(error.value) == f"backend='triton' cannot run torch.bfloat16 tensors on cpu: {reason}", name
+    bf16_lines = report().split("backends on cpu for torch.bfloat16:\n", 1)[1].splitlines()
+    assert f"  triton     unavailable: {reason}" in bf16_lines
+    # float16 stays available there, and computes the reference's loss (the half-precision test above)
+    assert unavailable_reason("triton", "cpu", torch.float16) is None
 
 
 @pytest.mark.parametrize("scale", [1.0, 20.0])

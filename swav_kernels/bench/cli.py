@@ -6,6 +6,11 @@ path, scores path and CUDA-graph replay), prints one table with the targets of D
 it, and writes ``results.json`` (every raw sample), ``table.txt`` and PNG plots. On a GPU it first
 measures the bf16 (and fp32) matmul rate, which "% peak" divides by, and counts the device
 kernels of every call with ``torch.profiler``.
+
+Every row is checked against the reference on the upcast inputs (``accuracy``, DESIGN §4). Exit
+status: 0; 1 when a row of this package's backends failed (a wrong result, NaN, or an error such
+as running out of memory) or when none of the requested peers could run; 2 for bad arguments.
+A plain peer's failure (its Sinkhorn overflowing) is reported but fails nothing.
 """
 from __future__ import annotations
 
@@ -20,8 +25,9 @@ import time
 import torch
 
 from ..registry import backend_names, backend_status
+from .accuracy import is_ours, truth_words
 from .hardware import device_peaks, measure_matmul_rate
-from .peers import BUILTIN_PEERS, GRAPH_SUFFIX, SCORES_SUFFIX
+from .peers import BUILTIN_PEERS, GRAPH_SUFFIX, SCORES_SUFFIX, available_peer_names
 from .report import device_line, legend_lines, environment, format_table, write_json
 from .targets import target_lines
 from .runner import Settings, run_cases
@@ -220,6 +226,7 @@ def _run(parser: argparse.ArgumentParser, args, device: torch.device) -> int:
                         measured_rates=measured or None, allow_tf32=torch.backends.cuda.matmul.allow_tf32,
                         count_kernels=not args.no_kernel_count)
     backends = {dtype: backend_status(device, getattr(torch, dtype)) for dtype in args.dtypes}
+    not_available = {dtype: available_peer_names(device, getattr(torch, dtype))[1] for dtype in args.dtypes}
     meta = {
         "environment": env,
         "peaks": None if peaks is None else dataclasses.asdict(peaks),
@@ -227,6 +234,9 @@ def _run(parser: argparse.ArgumentParser, args, device: torch.device) -> int:
         "measured_peak_errors": measure_errors,
         "settings": {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()},
         "backends": backends,
+        # the requested peers that cannot run here, and why
+        "peers_not_run": {dtype: {p: why for p, why in reasons.items() if p in (args.peers or ())}
+                          for dtype, reasons in not_available.items()},
         "cases": [{"shape": c.shape.name, "dtype": c.dtype, "op": c.op, "passes": list(c.passes),
                    "sweeps": list(c.sweeps)} for c in cases],
     }
@@ -243,7 +253,36 @@ def _run(parser: argparse.ArgumentParser, args, device: torch.device) -> int:
     text, plots, notes = _report(meta, records, args.out, draw=not args.no_plots)
     write_json(json_path, {**meta, "complete": True, "plots": plots, "notes": notes}, records)
     print(text)
-    return 0
+    status, why = verdict(records, meta)
+    if why:
+        print(f"swav-bench: exit {status}: {why}", file=sys.stderr, flush=True)
+    return status
+
+
+def _row_name(r: dict) -> str:
+    return f"{r['peer']} {r['shape']} {r['dtype']} {r['op']} {r['pass']}"
+
+
+def _why_not_run(peer: str, dtype: str, meta: dict) -> str | None:
+    """Why ``peer`` did not run for ``dtype``: its own reason, else its backend's (``-scores``, ``-graph``)."""
+    reason = (meta.get("peers_not_run") or {}).get(dtype, {}).get(peer)
+    backend = peer.removesuffix(SCORES_SUFFIX).removesuffix(GRAPH_SUFFIX)
+    return reason or meta["backends"].get(dtype, {}).get(backend)
+
+
+def verdict(records: list[dict], meta: dict) -> tuple[int, str | None]:
+    """(exit status, why it is not 0): 1 when no peer ran at all, or when a row of this package's
+    backends failed (wrong result, non-finite output, or an error); plain peers fail nothing."""
+    if not any(r["status"] in ("ok", "failed") for r in records):
+        requested = meta["settings"].get("peers") or []
+        reasons = [f"{peer} ({dtype}): {why}" for dtype in meta["backends"] for peer in requested
+                   if (why := _why_not_run(peer, dtype, meta)) is not None]
+        return 1, "no requested peer ran" + (f": {'; '.join(reasons)}" if reasons else "")
+    failed = [r for r in records if r["status"] == "failed" and is_ours(r["peer"])]
+    if failed:
+        rows = "; ".join(f"{_row_name(r)}: {r['reason']}" for r in failed)
+        return 1, f"{len(failed)} row{'s' if len(failed) > 1 else ''} of this package's backends failed: {rows}"
+    return 0, None
 
 
 def peak_line(meta: dict) -> str:
@@ -284,6 +323,23 @@ def _notes(meta: dict, records: list[dict]) -> list[str]:
         for name, reason in status.items():
             if reason is not None and name not in BUILTIN_PEERS:
                 notes.append(f"backend {name} not run for {dtype}: {reason}")
+    for dtype, reasons in (meta.get("peers_not_run") or {}).items():
+        for name, reason in reasons.items():
+            if name not in meta["backends"].get(dtype, {}):  # a backend's own reason is noted above
+                notes.append(f"peer {name} not run for {dtype}: {reason}")
+    limits = {}  # dtype -> pass -> the tolerances its rows were held to
+    for r in records:
+        if r.get("tolerance") is not None:
+            limits.setdefault(r["dtype"], {}).setdefault(r["pass"], set()).add(r["tolerance"])
+    if limits:
+        held = "; ".join(f"{dtype} vs {truth_words(getattr(torch, dtype))}: " + ", ".join(
+            f"{pass_} <= {'/'.join(f'{t:.2g}' for t in sorted(ts))}" for pass_, ts in sorted(passes.items()))
+            for dtype, passes in sorted(limits.items()))
+        notes.append("err vs ref: max|output - truth| / max|truth| (fwd: the loss, codes or lse; fwd+bwd: the "
+                     f"gradients), the truth being the reference on the same inputs upcast; {held} (DESIGN §4: "
+                     "fp32 1e-5 / 1e-4, fp16/bf16 and TF32 2e-3 / 1e-2, grown to 8 ulp of max|score|/ε where "
+                     "larger, as tests/problems.py::logit_tolerance). A row of this package's backends over its "
+                     "tolerance fails, and so does the run; the plain peers are not held to it")
     device_type = torch.device(env["device"]).type
     if device_type != "cuda":
         notes.append(f"peak memory is not measured on {device_type} (n/a): the allocator keeps no peak statistics")

@@ -35,23 +35,36 @@ def _version(package: str) -> str | None:
         return None
 
 
-def git_commit() -> dict | None:
-    """{"commit", "dirty"} of the checkout holding this package; in a copy without ``.git`` (the
-    GPU machine's), the commit written to ``.gpu-commit`` at its root before the copy was made
-    (``dirty`` unknown: None); None if neither."""
-    root = pathlib.Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        recorded = root / ".gpu-commit"
-        if recorded.is_file() and (root / "pyproject.toml").is_file():
-            commit = recorded.read_text().strip()
-            return {"commit": commit, "dirty": None, "source": ".gpu-commit"} if commit else None
+def _is_commit(text: str) -> bool:
+    return 7 <= len(text) <= 40 and all(c in "0123456789abcdef" for c in text)
+
+
+def git_commit(root: pathlib.Path | None = None) -> dict | None:
+    """The commit measured: ``{"commit", "dirty", "source"}`` of the project at ``root`` (default:
+    the checkout holding this package), or None when it cannot be known.
+
+    From git only where ``root`` is the top level of its own repository (a copy inside another
+    repository, or a site-packages inside a project's virtual environment, must not record that
+    repository's commit); else from ``.gpu-commit`` at ``root``, written before the project was
+    copied to a machine without its ``.git`` (``dirty`` then unknown: None). Git comes first
+    where it applies: a ``.gpu-commit`` left in a checkout may be stale.
+    """
+    root = pathlib.Path(root or pathlib.Path(__file__).resolve().parents[2]).resolve()
+    if not (root / "pyproject.toml").is_file():  # not the project's folder (an installed package)
         return None
-    return {"commit": commit, "dirty": bool(status.strip())}
+    try:
+        def git(*args):
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10,
+                                  check=True).stdout.strip()
+
+        if pathlib.Path(git("rev-parse", "--show-toplevel")).resolve() == root:
+            commit, status = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
+            return {"commit": commit, "dirty": bool(status), "source": "git"}
+    except (OSError, subprocess.SubprocessError):
+        pass
+    recorded = root / ".gpu-commit"
+    commit = recorded.read_text().strip() if recorded.is_file() else ""
+    return {"commit": commit, "dirty": None, "source": ".gpu-commit"} if _is_commit(commit) else None
 
 
 def device_name(device: torch.device) -> str:

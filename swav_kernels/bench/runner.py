@@ -1,9 +1,11 @@
 """Run benchmark cases: every peer on every pass of a case, measured and compared.
 
-Each (case, pass, peer) gives one record (a flat dict, as written to the JSON). A peer that
-raises (out of memory, a compile error, a failed CUDA-graph capture, …) or returns NaN/inf (the
-plain Sinkhorn's exp overflowing) is recorded with ``status="failed"`` and the reason; the run
-goes on.
+Each (case, pass, peer) gives one record (a flat dict, as written to the JSON). Every record's
+outputs are compared with the case's truth (``accuracy``: the reference on the upcast inputs,
+computed whichever peers run). A peer that raises (out of memory, a compile error, a failed
+CUDA-graph capture, …), returns NaN/inf (the plain Sinkhorn's exp overflowing) or, for this
+package's backends, misses DESIGN §4's tolerance is recorded with ``status="failed"`` and the
+reason; the run goes on.
 """
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ from typing import Iterable, Iterator
 
 import torch
 
+from . import accuracy
 from .flops import algorithm_flops, sinkhorn_bytes, useful_flops
 from .hardware import DevicePeaks, matmul_peak_for
 from .launches import count_device_work
-from .peers import GRAPH_SUFFIX, Unsupported, available_peer_names, make_peer
+from .peers import GRAPH_SUFFIX, ReferencePeer, Unsupported, available_peer_names, make_peer
 from .problem import make_problem
 from .shapes import Case
 from .timing import cpu_samples, cuda_samples, first_call_ms, peak_memory_bytes
@@ -47,17 +50,6 @@ class Settings:
     count_kernels: bool = True  # profile one call per record (CUDA only)
 
 
-def rel_err(actual: tuple, expected: tuple) -> float:
-    """max over outputs of max|actual − expected| / max|expected| (in float64)."""
-    worst = 0.0
-    for a, e in zip(actual, expected):
-        a, e = a.detach().double(), e.detach().double()
-        scale = e.abs().max().item()
-        err = (a - e).abs().max().item()
-        worst = max(worst, err / scale if scale > 0 else err)
-    return worst
-
-
 def _short(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0][:300] if lines else ''}".rstrip(": ")
@@ -82,15 +74,35 @@ def _base_record(case: Case, pass_: str, peer: str) -> dict:
         "dtype": case.dtype, "op": case.op, "pass": pass_, "peer": peer, "status": "ok", "reason": None,
         "first_call_ms": None, "samples_ms": [], "n_samples": 0, "median_ms": None, "iqr_ms": None,
         "peak_bytes": None, "input_bytes": None, "memory_ratio_vs_reference": None,
-        **{key: None for key in BASELINES}, "max_rel_err_vs_reference": None,
+        **{key: None for key in BASELINES}, "max_rel_err_vs_reference": None, "tolerance": None,
         "kernels": None, "memcpy": None, "memset": None,
         "flops": None, "tflops": None, "algorithm_flops": None, "algorithm_tflops": None,
         "bytes": None, "tbps": None, "pct_of_peak": None, "peak_kind": None,
     }
 
 
-def _measure(fn, record: dict, reference_outputs, settings: Settings) -> tuple | None:
-    """Fill ``record`` with one peer's measurements of ``fn``; returns its first outputs."""
+class WrongResult(Exception):
+    """A row of this package's backends misses the numerics contract (DESIGN §4)."""
+
+
+def _check(record: dict, outputs: tuple, truth: tuple | None, settings: Settings, epsilon: float) -> None:
+    """Record the error of ``outputs`` against ``truth``; raise if they are not finite, or if a
+    backend of this package misses its tolerance."""
+    if not all(bool(torch.isfinite(t).all()) for t in outputs):
+        raise FloatingPointError(accuracy.non_finite_reason(record["peer"], settings.score_scale, epsilon))
+    if truth is None:
+        return
+    dtype = getattr(torch, record["dtype"])
+    limit = accuracy.tolerance(dtype, record["pass"], settings.allow_tf32, settings.score_scale, epsilon)
+    error = accuracy.rel_err(outputs, truth)
+    record.update(max_rel_err_vs_reference=error, tolerance=limit)
+    if accuracy.is_ours(record["peer"]) and not error <= limit:
+        raise WrongResult(f"error {error:.2e} vs {accuracy.truth_words(dtype)} exceeds the {record['dtype']} "
+                          f"{'value' if record['pass'] == 'fwd' else 'gradient'} tolerance {limit:.2g} (DESIGN §4)")
+
+
+def _measure(fn, record: dict, truth: tuple | None, settings: Settings, epsilon: float) -> None:
+    """Fill ``record`` with one peer's measurements of ``fn`` (checked against ``truth`` first)."""
     device = settings.device
     # a CUDA-graph replay allocates nothing: its memory is what warm-up and capture (the first call) took
     graph = record["peer"].endswith(GRAPH_SUFFIX) and device.type == "cuda"
@@ -100,10 +112,8 @@ def _measure(fn, record: dict, reference_outputs, settings: Settings) -> tuple |
             before = torch.cuda.memory_allocated(device)
             torch.cuda.reset_peak_memory_stats(device)
         record["first_call_ms"], outputs = first_call_ms(fn, device)
-        if not all(bool(torch.isfinite(t).all()) for t in outputs):
-            raise FloatingPointError("non-finite output (NaN or inf)")
-        if reference_outputs is not None:
-            record["max_rel_err_vs_reference"] = rel_err(outputs, reference_outputs)
+        _check(record, outputs, truth, settings, epsilon)
+        del outputs
         if graph:
             record["peak_bytes"] = torch.cuda.max_memory_allocated(device) - before
         else:
@@ -121,11 +131,26 @@ def _measure(fn, record: dict, reference_outputs, settings: Settings) -> tuple |
         record.update(status="failed", reason=_short(error))
     if record["status"] == "failed":  # outside the except block: the traceback is gone now
         _release(device, collect=True)
-        return None
+        return
     q1, median, q3 = torch.tensor(samples, dtype=torch.float64).quantile(
         torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).tolist()  # linear interpolation, as numpy
     record.update(samples_ms=samples, n_samples=len(samples), median_ms=median, iqr_ms=q3 - q1)
-    return outputs
+
+
+def case_truth(case: Case, problem, settings: Settings) -> tuple[dict, str | None]:
+    """({pass: outputs of the reference on ``problem``'s inputs upcast (float64 for float32, float32
+    for 16-bit)}, None), or ({}, why not) if it could not be computed (out of memory, ...)."""
+    upcast = accuracy.upcast(problem, accuracy.truth_dtype(getattr(torch, case.dtype)))
+    try:
+        functions = ReferencePeer().functions(case.op, upcast)
+        truth = {pass_: tuple(t.detach() for t in functions[pass_]()) for pass_ in case.passes}
+    except Exception as error:
+        truth, why = {}, _short(error)
+    else:
+        why = None
+    del upcast
+    _release(settings.device, collect=why is not None)
+    return truth, why
 
 
 def _derive(records: list[dict], case: Case, settings: Settings, iterations: int = 3) -> None:
@@ -161,17 +186,18 @@ def _derive(records: list[dict], case: Case, settings: Settings, iterations: int
 
 
 def run_case(case: Case, settings: Settings) -> list[dict]:
-    """Records of every pass × peer of ``case`` (reference first: the others are compared to it)."""
+    """Records of every pass × peer of ``case`` (reference first), each checked against the truth."""
     dtype = getattr(torch, case.dtype)
     names, _ = available_peer_names(settings.device, dtype)
     if settings.peers is not None:
         names = [n for n in names if n in settings.peers]
-    if "reference" in names:  # first, so every other peer is checked against its outputs
+    if "reference" in names:  # first: the baseline of the speed-ups
         names.remove("reference")
         names.insert(0, "reference")
     problem = make_problem(case.shape, settings.device, dtype, settings.seed, settings.score_scale,
                            sinkhorn_scores=case.op == "sinkhorn")
-    records, reference_outputs = [], {}
+    truth, unchecked = case_truth(case, problem, settings) if names else ({}, None)
+    records = []
     for name in names:
         pass_records = {p: _base_record(case, p, name) for p in case.passes}
         for r in pass_records.values():
@@ -194,15 +220,14 @@ def run_case(case: Case, settings: Settings) -> list[dict]:
             if pass_ not in functions:
                 record.update(status="unsupported", reason=f"{name} has no separate {pass_} for {case.op}")
                 continue
-            outputs = _measure(functions[pass_], record, reference_outputs.get(pass_), settings)
-            if name == "reference" and outputs is not None:
-                reference_outputs[pass_] = outputs
-            del outputs
+            _measure(functions[pass_], record, truth.get(pass_), settings, problem.epsilon)
+            if unchecked is not None and record["status"] == "ok":
+                record["reason"] = f"error not checked: the reference on upcast inputs failed ({unchecked})"
             _release(settings.device)
         del functions
         _release(settings.device)
     problem_iterations = problem.sinkhorn_iterations
-    del problem, reference_outputs
+    del problem, truth
     _release(settings.device, collect=True)
     for pass_ in case.passes:
         _derive([r for r in records if r["pass"] == pass_], case, settings, problem_iterations)

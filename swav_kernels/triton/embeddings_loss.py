@@ -1,12 +1,16 @@
 """Loss forward from embeddings (``Kernels.embeddings_loss``): scoring + temperature softmax,
-never storing the (M, K) scores.
+never storing the (M, K) scores, in one launch that also adds up the loss.
 
 Per block of rows: the online log-sum-exp of ``z·Cᵀ/τ`` over the prototypes and, when gradients
 are wanted, the attention output ``out = softmax · C`` (a flash-attention forward with Z as
 queries and C as keys and values); then each row's share of the loss,
 ``(w·lse − Σ_{a: A[a]≠v} projected[a, b]·z/τ + Σ 0·z) / denom``, summed over the block. Where
-row blocks are too few to fill the device the prototypes are split into ranges
-(flash-decoding) and a merge kernel combines them; the host adds the block sums in order.
+row blocks are too few to fill the device the prototypes are split into S ranges (flash-decoding):
+each program writes its partial, and the last of a row block's S programs to finish (an integer
+ticket, ``tl.atomic_add``) merges the S partials in a fixed order. Likewise the last row block to
+finish adds the block sums in order into the loss. No float is added atomically, so the result
+is the same bits run to run; the tickets start at 0 (``counters``, zeroed by an earlier launch)
+and are reset by the program that used them.
 """
 from __future__ import annotations
 
@@ -20,24 +24,26 @@ from ..kernels import Codes
 from .launch import LOG2E, dot_precision, pack_crops
 from .launcher import Buffer, PreparedLaunch
 from .rows import DEVICE_LN2, predicted_projection, predicted_weight
+from .tickets import last_to_arrive
 from .tiles import Tiles, balanced_ranges, key_splits, matmul_tiles
 
 
 @triton.jit
-def _block_loss(z_ptr, rows, row_mask, lse, mass_ptr, projected_ptr, B, D, n_assign, crops_packed, inv_tau,
-                CHUNK: tl.constexpr):
+def _block_loss(z_ptr, rows, row_mask, lse, mass_ptr, projected_ptr, B, D, n_assign, crops_packed, code_splits,
+                inv_tau, CHUNK: tl.constexpr):
     """Σ over the block's rows of ``w·lse − (Σ_{a≠v} projected[a, b])·z/τ + Σ 0·z``. Reads z and the
     projections again, CHUNK columns at a time, so that no (rows × D) tile stays live here."""
     crop = rows // B
     b = rows % B
-    weight = predicted_weight(mass_ptr, crops_packed, n_assign, crop, b, B, row_mask)
+    weight = predicted_weight(mass_ptr, crops_packed, n_assign, crop, b, B, row_mask, code_splits)
     cross = tl.zeros(rows.shape, tl.float32)
     poison = tl.zeros(rows.shape, tl.float32)
     for d0 in range(0, D, CHUNK):
         dims = d0 + tl.arange(0, CHUNK)
         z = tl.load(z_ptr + rows[:, None].to(tl.int64) * D + dims[None, :],
                     mask=row_mask[:, None] & (dims[None, :] < D), other=0.0).to(tl.float32)
-        projection = predicted_projection(projected_ptr, crops_packed, n_assign, crop, b, B, D, dims, row_mask)
+        projection = predicted_projection(projected_ptr, crops_packed, n_assign, crop, b, B, D, dims, row_mask,
+                                          code_splits)
         cross += tl.sum(projection * z, axis=1)
         poison += tl.sum(z * 0.0, axis=1)
     terms = weight * lse - inv_tau * cross + poison
@@ -45,31 +51,19 @@ def _block_loss(z_ptr, rows, row_mask, lse, mass_ptr, projected_ptr, B, D, n_ass
 
 
 @triton.jit
-def _finish_rows(top, total, acc, z_ptr, rows, row_mask, dims, tile_mask, pid_m, lse_ptr, out_ptr, block_loss_ptr,
-                 mass_ptr, projected_ptr, B, D, n_assign, crops_packed, inv_tau, inv_denom, WITH_OUTPUT: tl.constexpr):
-    """From each row's (max, Σ 2^(s − max)) and Σ p·c (base 2): store lse and out = Σ p·c / Σ p, then
-    the block's share of the loss."""
-    lse = (top + tl.log2(total)) * DEVICE_LN2
-    tl.store(lse_ptr + rows, lse, mask=row_mask)
-    if WITH_OUTPUT:
-        tl.store(out_ptr + rows[:, None].to(tl.int64) * D + dims[None, :], acc / total[:, None], mask=tile_mask)
-    block_total = _block_loss(z_ptr, rows, row_mask, lse, mass_ptr, projected_ptr, B, D, n_assign, crops_packed,
-                              inv_tau, CHUNK=32)
-    tl.store(block_loss_ptr + pid_m, block_total * inv_denom)
-
-
-@triton.jit
 def _loss_forward_kernel(
     z_ptr, c_ptr, M, K, D,
     max_ptr, sum_ptr, acc_ptr,
-    lse_ptr, out_ptr, block_loss_ptr,
-    mass_ptr, projected_ptr, B, n_assign, crops_packed,
-    scale_log2, inv_tau, inv_denom, k_per_split,
+    lse_ptr, out_ptr, block_loss_ptr, loss_ptr, counter_ptr,
+    mass_ptr, projected_ptr, B, n_assign, crops_packed, code_splits,
+    scale_log2, inv_tau, inv_denom, k_per_split, splits,
     WITH_OUTPUT: tl.constexpr, FINAL: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
+    # counters: row_blocks tickets of the S-way merges, then one for the loss's sum
     pid_m = tl.program_id(0)
     split = tl.program_id(1)
+    row_blocks = tl.num_programs(0)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = rows < M
     dims = tl.arange(0, BLOCK_D)
@@ -93,44 +87,44 @@ def _loss_forward_kernel(
         if WITH_OUTPUT:
             acc = acc * rescale[:, None] + tl.dot(p.to(c.dtype), c, input_precision=PRECISION)
         row_max = new_max
-    if FINAL:
-        _finish_rows(row_max, row_sum, acc, z_ptr, rows, row_mask, dims, tile_mask, pid_m, lse_ptr, out_ptr,
-                     block_loss_ptr, mass_ptr, projected_ptr, B, D, n_assign, crops_packed, inv_tau, inv_denom,
-                     WITH_OUTPUT)
-    else:
+    finished = True
+    if not FINAL:  # store this range's partial; the row block's last range merges them in order
         part = split * M + rows
         tl.store(max_ptr + part, row_max, mask=row_mask)
         tl.store(sum_ptr + part, row_sum, mask=row_mask)
         if WITH_OUTPUT:
             tl.store(acc_ptr + part[:, None].to(tl.int64) * D + dims[None, :], acc, mask=tile_mask)
-
-
-@triton.jit
-def _loss_merge_kernel(
-    z_ptr, M, D, max_ptr, sum_ptr, acc_ptr, splits,
-    lse_ptr, out_ptr, block_loss_ptr,
-    mass_ptr, projected_ptr, B, n_assign, crops_packed, inv_tau, inv_denom,
-    WITH_OUTPUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
-):
-    # lse = log Σ_s 2^{max_s}·sum_s ; out = Σ_s 2^{max_s − max} acc_s / Σ_s 2^{max_s − max} sum_s
-    pid_m = tl.program_id(0)
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_mask = rows < M
-    dims = tl.arange(0, BLOCK_D)
-    tile_mask = row_mask[:, None] & (dims[None, :] < D)
-    top = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-    for s in range(splits):
-        top = tl.maximum(top, tl.load(max_ptr + s * M + rows, mask=row_mask, other=0.0))
-    total = tl.zeros((BLOCK_M,), tl.float32)
-    acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
-    for s in range(splits):
-        weight = tl.exp2(tl.load(max_ptr + s * M + rows, mask=row_mask, other=0.0) - top)
-        total += weight * tl.load(sum_ptr + s * M + rows, mask=row_mask, other=0.0)
+        finished = last_to_arrive(counter_ptr + pid_m, splits)
+        if finished:
+            # lse = log Σ_s 2^{max_s}·sum_s ; out = Σ_s 2^{max_s − max} acc_s / Σ_s 2^{max_s − max} sum_s
+            row_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+            for s_ in range(splits):
+                row_max = tl.maximum(row_max, tl.load(max_ptr + s_ * M + rows, mask=row_mask, other=0.0,
+                                                      cache_modifier=".cg"))
+            row_sum = tl.zeros((BLOCK_M,), tl.float32)
+            acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
+            for s_ in range(splits):
+                weight = tl.exp2(tl.load(max_ptr + s_ * M + rows, mask=row_mask, other=0.0, cache_modifier=".cg")
+                                 - row_max)
+                row_sum += weight * tl.load(sum_ptr + s_ * M + rows, mask=row_mask, other=0.0, cache_modifier=".cg")
+                if WITH_OUTPUT:
+                    part = (s_ * M + rows).to(tl.int64)
+                    acc += weight[:, None] * tl.load(acc_ptr + part[:, None] * D + dims[None, :], mask=tile_mask,
+                                                     other=0.0, cache_modifier=".cg")
+    if finished:
+        lse = (row_max + tl.log2(row_sum)) * DEVICE_LN2
+        tl.store(lse_ptr + rows, lse, mask=row_mask)
         if WITH_OUTPUT:
-            part = (s * M + rows).to(tl.int64)
-            acc += weight[:, None] * tl.load(acc_ptr + part[:, None] * D + dims[None, :], mask=tile_mask, other=0.0)
-    _finish_rows(top, total, acc, z_ptr, rows, row_mask, dims, tile_mask, pid_m, lse_ptr, out_ptr, block_loss_ptr,
-                 mass_ptr, projected_ptr, B, D, n_assign, crops_packed, inv_tau, inv_denom, WITH_OUTPUT)
+            tl.store(out_ptr + rows[:, None].to(tl.int64) * D + dims[None, :], acc / row_sum[:, None],
+                     mask=tile_mask)
+        block_total = _block_loss(z_ptr, rows, row_mask, lse, mass_ptr, projected_ptr, B, D, n_assign, crops_packed,
+                                  code_splits, inv_tau, CHUNK=32)
+        tl.store(block_loss_ptr + pid_m, block_total * inv_denom)
+        if last_to_arrive(counter_ptr + row_blocks, row_blocks):  # the loss: the block sums in a fixed order
+            total = tl.zeros((), tl.float32)
+            for i in range(row_blocks):
+                total += tl.load(block_loss_ptr + i, cache_modifier=".cg")
+            tl.store(loss_ptr, total)
 
 
 class LossForwardShape(NamedTuple):
@@ -166,53 +160,53 @@ class LossForwardShape(NamedTuple):
         return ((self.splits, self.rows), (self.splits, self.rows),
                 (self.splits, self.rows, self.dim) if self.with_output else None)
 
+    @property
+    def counters(self) -> int:
+        """int32 tickets the launch needs, zero before it runs: one per row block and one for the sum."""
+        return self.row_blocks + 1
 
-def prepare_loss_forward(shape: LossForwardShape, dtype: torch.dtype, crops, inv_tau: float, z, c, mass, projected,
-                         lse, out, block_loss, part_max, part_sum, part_acc) -> list[PreparedLaunch]:
-    """The loss forward, plus its merge when S > 1. Buffers: ``z``, ``c``, ``mass`` (|A|, B) and
-    ``projected`` (|A|, B, D) float32 in; out ``lse`` (M,), ``out`` (M, D) (None without output),
-    ``block_loss`` (row blocks,), and the split partials (None when S = 1), all float32."""
+
+def prepare_loss_forward(shape: LossForwardShape, dtype: torch.dtype, crops, inv_tau: float, code_splits: int, z,
+                         c, mass, projected, lse, out, block_loss, loss, counters, part_max, part_sum,
+                         part_acc) -> PreparedLaunch:
+    """The loss forward, one launch. Buffers: ``z``, ``c``, the codes' ``mass`` (S_codes, |A|, B) and
+    ``projected`` (S_codes, |A|, B, D) float32 partials in (S_codes = ``code_splits``); out ``lse`` (M,),
+    ``out`` (M, D) (None without output), ``block_loss`` (row blocks,) and the 0-d ``loss``, all float32;
+    ``counters`` int32 (``shape.counters``), zero; the split partials (None when S = 1)."""
     tiles = shape.tiles
     final = shape.splits == 1
     n_crops = shape.rows // shape.batch
     inv_denom = 1.0 / (shape.n_assign * (n_crops - 1) * shape.batch)
-    packed = pack_crops(crops)
     precision = dot_precision(dtype)
-    loss_arguments = (mass, projected, shape.batch, shape.n_assign, packed)
-    out_or_lse = out if shape.with_output else lse
-    forward = PreparedLaunch(_loss_forward_kernel, (shape.row_blocks, shape.splits), (
+    return PreparedLaunch(_loss_forward_kernel, (shape.row_blocks, shape.splits), (
         z, c, shape.rows, shape.prototypes, shape.dim,
         lse if final else part_max, lse if final else part_sum,
         lse if final or not shape.with_output else part_acc,
-        lse, out_or_lse, block_loss, *loss_arguments, inv_tau * LOG2E, inv_tau, inv_denom, shape.k_per_split),
+        lse, out if shape.with_output else lse, block_loss, loss, counters,
+        mass, projected, shape.batch, shape.n_assign, pack_crops(crops), code_splits,
+        inv_tau * LOG2E, inv_tau, inv_denom, shape.k_per_split, shape.splits),
         dict(WITH_OUTPUT=shape.with_output, FINAL=final, PRECISION=precision,
              BLOCK_M=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
              num_warps=tiles.warps, num_stages=tiles.stages))
-    if final:
-        return [forward]
-    merge = PreparedLaunch(_loss_merge_kernel, (shape.row_blocks,), (
-        z, shape.rows, shape.dim, part_max, part_sum, part_acc if shape.with_output else lse, shape.splits,
-        lse, out_or_lse, block_loss, *loss_arguments, inv_tau, inv_denom),
-        dict(WITH_OUTPUT=shape.with_output, BLOCK_M=tiles.block_rows, BLOCK_D=tiles.block_d, num_warps=4))
-    return [forward, merge]
 
 
 def embeddings_loss(z: torch.Tensor, c: torch.Tensor, codes: Codes, crops, inv_tau: float, with_output: bool,
                     splits: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(loss, lse (M,), out (M, D) or (0, D))`` of ``z (M, D)``, ``c (K, D)`` and the codes'
-    mass and projection; ``splits`` forces the number of prototype ranges."""
+    mass and projection partials; ``splits`` forces the number of prototype ranges."""
     rows, dim = z.shape
-    n_assign, batch = codes.mass.shape
+    code_splits, n_assign, batch = codes.mass.shape
     shape = LossForwardShape.of(rows, dim, c.shape[0], n_assign, batch, z.dtype, z.device, with_output, splits)
     f32 = dict(device=z.device, dtype=torch.float32)
     lse = torch.empty(rows, **f32)
     out = torch.empty((rows if with_output else 0, dim), **f32)
     block_loss = torch.empty(shape.row_blocks, **f32)
+    loss = torch.empty((), **f32)
+    counters = torch.zeros(shape.counters, device=z.device, dtype=torch.int32)
     partials = [None if s is None else torch.empty(s, **f32) for s in shape.partial_shapes()]
-    buffers = (z, c, codes.mass, codes.projected, lse, out, block_loss, *partials)
+    buffers = (z, c, codes.mass, codes.projected, lse, out, block_loss, loss, counters, *partials)
     placeholders = [Buffer(i) if b is not None else None for i, b in enumerate(buffers)]
     if not with_output:
         placeholders[5] = None
-    for launch in prepare_loss_forward(shape, z.dtype, crops, inv_tau, *placeholders):
-        launch.run_tensors(buffers)
-    return block_loss.sum(), lse, out
+    prepare_loss_forward(shape, z.dtype, crops, inv_tau, code_splits, *placeholders).run_tensors(buffers)
+    return loss, lse, out

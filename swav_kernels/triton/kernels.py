@@ -18,6 +18,16 @@ from .launch import crops_fit, interpreting, kernel_device_type
 # Looked up once at import (without importing triton), never inside a torch.compile trace.
 _TRITON_MISSING = None if importlib.util.find_spec("triton") is not None else "triton is not installed"
 
+# Triton's interpreter stores bfloat16 as its uint16 bits and its tl.dot multiplies those bits as
+# integers (triton/runtime/interpreter.py, create_dot; Triton's debugging guide: the interpreter
+# "does not support operations on bfloat16"): the fused path's losses come out near 1e11. float16
+# and float32 are computed correctly there (tests/test_triton_backend.py checks them). The scores
+# path's kernels use no tl.dot and are right in bfloat16 too, but availability is decided per dtype
+# (``unavailable_reason(device, dtype)``), so bfloat16 is refused for both paths.
+INTERPRETER_BF16 = ("Triton's interpreter (TRITON_INTERPRET=1) computes tl.dot on bfloat16 operands from their raw "
+                    "bits, which gives wrong results; under the interpreter use float32 or float16 inputs, or run "
+                    "bfloat16 on a CUDA GPU (without TRITON_INTERPRET)")
+
 
 class TritonKernels:
     """Triton implementation of ``swav_kernels.kernels.Kernels``."""
@@ -39,9 +49,11 @@ class TritonKernels:
             return _TRITON_MISSING
         if dtype not in KERNEL_DTYPES:
             return f"the Triton kernels take float32, float16 or bfloat16, not {dtype}"
-        if device.type == kernel_device_type():
-            return None
-        return f"Triton kernels run on CUDA tensors (or on CPU under TRITON_INTERPRET=1), not on {device.type}"
+        if device.type != kernel_device_type():
+            return f"Triton kernels run on CUDA tensors (or on CPU under TRITON_INTERPRET=1), not on {device.type}"
+        if dtype == torch.bfloat16 and interpreting():
+            return INTERPRETER_BF16
+        return None
 
     def _rows(self, rows):
         checks.check_sinkhorn_rows(rows, self.device_type, "Triton")
@@ -61,14 +73,30 @@ class TritonKernels:
         """The checks of every primitive of a scores-path call, made once when its plan is prepared."""
         self._rows(rows)
 
+    # ---- split counts the ops' fakes need (fixed rules of the shapes, swav_kernels.triton.tiles) ----
+
+    def row_splits(self, rows) -> int:
+        """R, the prototype ranges ``sinkhorn_row_step`` writes for ``rows``."""
+        from .rows import RowShape
+        from .sinkhorn_row import row_split_count
+
+        return row_split_count(RowShape.of(rows))
+
+    def code_splits(self, rows, row_lse: bool) -> int:
+        """S, the prototype ranges ``sinkhorn_codes`` writes mass and projection partials for."""
+        from .rows import RowShape
+        from .sinkhorn_codes import code_split_count
+
+        return code_split_count(RowShape.of(rows), row_lse)
+
     # ---- family 2: Sinkhorn ------------------------------------------------------------------
 
-    def sinkhorn_column_step(self, rows, inv_eps, row_potential):
+    def sinkhorn_column_step(self, rows, inv_eps, row_stats):
         from .sinkhorn_column import column_step
 
         self._rows(rows)
-        checks.check_row_potential(row_potential, rows)
-        return column_step(rows, checks.check_finite_float("inv_eps", inv_eps, positive=True), row_potential)
+        checks.check_row_stats(row_stats, rows)
+        return column_step(rows, checks.check_finite_float("inv_eps", inv_eps, positive=True), row_stats)
 
     def sinkhorn_row_step(self, rows, inv_eps, columns):
         from .sinkhorn_row import row_step
@@ -77,12 +105,15 @@ class TritonKernels:
         checks.check_column_stats(columns, rows)
         return row_step(rows, checks.check_finite_float("inv_eps", inv_eps, positive=True), columns)
 
-    def sinkhorn_codes(self, rows, inv_eps, columns, normalize_rows):
+    def sinkhorn_codes(self, rows, inv_eps, columns, row_stats, normalize_rows):
         from .sinkhorn_codes import codes
 
         self._rows(rows)
         checks.check_column_stats(columns, rows)
-        return codes(rows, checks.check_finite_float("inv_eps", inv_eps, positive=True), columns,
+        checks.check_row_stats(row_stats, rows)
+        if row_stats is not None and not normalize_rows:
+            raise ValueError("row_stats give the codes' row normalisation: pass normalize_rows=True with them")
+        return codes(rows, checks.check_finite_float("inv_eps", inv_eps, positive=True), columns, row_stats,
                      bool(normalize_rows))
 
     # ---- families 1 and 3: the loss ------------------------------------------------------------

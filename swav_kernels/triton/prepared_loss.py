@@ -23,31 +23,45 @@ from . import launcher
 from .launcher import Buffer
 from .rows import RowShape
 from .scores_loss import prepare_scores_grad, prepare_scores_loss
-from .sinkhorn_codes import prepare_codes
+from .sinkhorn_codes import code_split_count, prepare_codes
 from .sinkhorn_column import column_split_count, prepare_column_step
-from .sinkhorn_row import prepare_row_step
+from .sinkhorn_row import prepare_row_step, row_split_count
 from .workspace import Workspace
 
 ROW_BUFFERS = (Buffer(0), Buffer(1), Buffer(2))  # main, queue (or main), prototypes (or main)
 
 
-def _prepare_sinkhorn(shape: RowShape, epsilon: float, iterations: int, workspace: Workspace, with_projection: bool):
-    """The 2·T Sinkhorn launches (T ≥ 1) over the row buffers, their intermediates in ``workspace``:
-    column step, then T − 1 times (row step, column step), then the codes. Returns the launches and the
-    regions of the codes, their mass and (fused path) their projection."""
+def _prepare_sinkhorn(shape: RowShape, epsilon: float, iterations: int, workspace: Workspace, counters=None):
+    """The Sinkhorn launches (T ≥ 1) over the row buffers, their intermediates in ``workspace``: column
+    step, then T − 1 times (row step, column step), then on the fused path one more row step and the codes
+    split over prototype ranges, on the scores path the codes sweeping each row twice (2·T launches, its
+    budget). The first launch zeroes ``counters`` (``(buffer, count)`` of int32 tickets, or None). Returns
+    the launches, the regions of the codes, their mass and (fused path) their projection, and the codes'
+    number of prototype ranges."""
     inv_eps = 1.0 / epsilon
-    splits = column_split_count(shape)
-    col_max = workspace.add(splits, shape.groups, shape.prototypes)
-    col_sum = workspace.add(splits, shape.groups, shape.prototypes)
-    potential = workspace.add(shape.groups, shape.rows)
+    fused = shape.recompute
+    column_splits = column_split_count(shape)
+    row_splits = row_split_count(shape)
+    code_splits = code_split_count(shape, row_lse=fused)
+    col_max = workspace.add(column_splits, shape.groups, shape.prototypes)
+    col_sum = workspace.add(column_splits, shape.groups, shape.prototypes)
+    row_max = workspace.add(row_splits, shape.groups, shape.rows)
+    row_sum = workspace.add(row_splits, shape.groups, shape.rows)
+    row_stats = (row_max, row_sum, row_splits)
     codes = workspace.add(shape.groups, shape.batch, shape.prototypes)
-    mass = workspace.add(shape.groups, shape.batch)
-    projected = workspace.add(shape.groups, shape.batch, shape.dim) if with_projection else None
-    first_column = prepare_column_step(shape, inv_eps, splits, ROW_BUFFERS, None, col_max, col_sum)
-    row = prepare_row_step(shape, inv_eps, splits, ROW_BUFFERS, col_max, col_sum, potential)
-    column = prepare_column_step(shape, inv_eps, splits, ROW_BUFFERS, potential, col_max, col_sum)
-    last = prepare_codes(shape, inv_eps, splits, True, ROW_BUFFERS, col_max, col_sum, codes, mass, projected)
-    return [first_column] + [row, column] * (iterations - 1) + [last], codes, mass, projected
+    mass = workspace.add(code_splits, shape.groups, shape.batch)
+    projected = workspace.add(code_splits, shape.groups, shape.batch, shape.dim) if fused else None
+    first_column = prepare_column_step(shape, inv_eps, column_splits, ROW_BUFFERS, None, col_max, col_sum, counters)
+    row = prepare_row_step(shape, inv_eps, column_splits, row_splits, ROW_BUFFERS, col_max, col_sum, row_max, row_sum)
+    column = prepare_column_step(shape, inv_eps, column_splits, ROW_BUFFERS, row_stats, col_max, col_sum)
+    launches = [first_column] + [row, column] * (iterations - 1)
+    if fused:
+        launches += [row, prepare_codes(shape, inv_eps, column_splits, True, code_splits, ROW_BUFFERS, col_max,
+                                        col_sum, row_stats, codes, mass, projected)]
+    else:
+        launches += [prepare_codes(shape, inv_eps, column_splits, True, code_splits, ROW_BUFFERS, col_max, col_sum,
+                                   None, codes, mass, None)]
+    return launches, codes, mass, projected, code_splits
 
 
 def _no_double_backward() -> None:
@@ -81,25 +95,35 @@ class _Plan:
         if all(launch.ready for launch in launches):
             self.forward_direct = [launch.direct for launch in self.forward_launches]
             self.backward_direct = [launch.direct for launch in self.backward_launches]
-            index = self.loss_region.index - self.workspace.first_buffer
-            offset = self.workspace.offsets[index]
-            self.loss_slice = slice(offset, offset + self.workspace.shapes[index][0])
+            if self.loss_region is not None:
+                index = self.loss_region.index - self.workspace.first_buffer
+                offset = self.workspace.offsets[index]
+                self.loss_slice = slice(offset, offset + self.workspace.shapes[index][0])
             self.fast = True
 
     def forward(self, inputs: tuple):
-        """Run the forward launches; returns (loss, forward buffers for the backward)."""
+        """Run the forward launches; returns (loss, forward buffers for the backward). The fused plan's
+        forward writes the loss itself (a 0-d output after the inputs); the scores plan's loss is the sum of
+        its rows' shares (``loss_region``)."""
         buffer = self.workspace.allocate(self.float32)
+        loss = self.float32.new_empty(()) if self.loss_region is None else None
+        if loss is not None:
+            inputs = inputs + (loss,)
         if self.fast and not launcher.hooks_installed():
             base = buffer.data_ptr()
             addresses = tuple([t.data_ptr() for t in inputs] + [base + o for o in self.workspace.byte_offsets])
             stream = self.stream()
             for launch in self.forward_direct:
                 launch(stream, addresses)
-            return buffer[self.loss_slice].sum(), (buffer, None, addresses)
+            if loss is None:
+                loss = buffer[self.loss_slice].sum()
+            return loss, (buffer, None, addresses)
         tensors = inputs + self.workspace.views(buffer)
         for launch in self.forward_launches:
             launch.run_tensors(tensors)
-        return self.workspace.view(buffer, self.loss_region).sum(), (buffer, tensors, None)
+        if loss is None:
+            loss = self.workspace.view(buffer, self.loss_region).sum()
+        return loss, (buffer, tensors, None)
 
     def backward(self, grad: torch.Tensor, outputs: tuple, forward_buffers) -> None:
         """Run the backward launches writing ``outputs`` (the gradients)."""
@@ -123,37 +147,47 @@ class _Plan:
 
 class FusedLossPlan(_Plan):
     """The fused path: ``swav_loss(z, prototypes=c, queue=…)`` with T ≥ 1, one process. Buffers:
-    0 z (V·B, D), 1 the queue (|A|, L, D) or z, 2 c (K, D)."""
+    0 z (V·B, D), 1 the queue (|A|, L, D) or z, 2 c (K, D), 3 the loss (0-d), then the workspace."""
 
     def __init__(self, z: torch.Tensor, c: torch.Tensor, queue: torch.Tensor | None, n_crops: int,
                  crops: tuple[int, ...], temperature: float, epsilon: float, iterations: int, with_grad: bool):
         super().__init__(z.device)
         self.has_queue = queue is not None
         batch = z.shape[0] // n_crops
-        shape = RowShape.of(SinkhornRows(z, queue, crops, batch, c))
-        self.workspace = Workspace(first_buffer=3)
-        sinkhorn, codes, mass, projected = _prepare_sinkhorn(shape, epsilon, iterations, self.workspace, True)
         rows, dim = z.shape
+        shape = RowShape.of(SinkhornRows(z, queue, crops, batch, c))
         forward = LossForwardShape.of(rows, dim, c.shape[0], len(crops), batch, z.dtype, z.device, with_grad)
+        backward = BackwardShape.of(rows, dim, c.shape[0], len(crops), batch, z.dtype, z.device) if with_grad else None
+        loss = Buffer(3)
+        self.loss_region = None  # the forward kernel adds the loss up itself
+        self.workspace = Workspace(first_buffer=4)
+        # int32 tickets of the loss forward's and the backward's split reductions (tickets.py), side by
+        # side at the start of the workspace: the first Sinkhorn launch zeroes both at once
+        counters = self.workspace.add(forward.counters, dtype=torch.int32)
+        backward_counters = None
+        if backward is not None and backward.partial_shape() is not None:
+            backward_counters = self.workspace.add(backward.counters, dtype=torch.int32)
+        zeroed = (counters, self.workspace.span(counters, backward_counters or counters))
+        sinkhorn, codes, mass, projected, code_splits = _prepare_sinkhorn(shape, epsilon, iterations, self.workspace,
+                                                                          zeroed)
         lse = self.workspace.add(rows)
         out = self.workspace.add(rows, dim) if with_grad else None
-        self.loss_region = self.workspace.add(forward.row_blocks)
+        block_loss = self.workspace.add(forward.row_blocks)
         partials = [None if s is None else self.workspace.add(*s) for s in forward.partial_shapes()]
         inv_tau = 1.0 / temperature
         z_buffer, c_buffer = Buffer(0), Buffer(2)
-        self.forward_launches = sinkhorn + prepare_loss_forward(
-            forward, z.dtype, crops, inv_tau, z_buffer, c_buffer, mass, projected, lse, out, self.loss_region,
-            *partials)
+        self.forward_launches = sinkhorn + [prepare_loss_forward(
+            forward, z.dtype, crops, inv_tau, code_splits, z_buffer, c_buffer, mass, projected, lse, out, block_loss,
+            loss, counters, *partials)]
         self.backward_launches = []
         self.backward_workspace = Workspace(first_buffer=self.workspace.first_buffer + len(self.workspace.shapes) + 3)
         if with_grad:
-            backward = BackwardShape.of(rows, dim, c.shape[0], len(crops), batch, z.dtype, z.device)
             grad = Buffer(self.backward_workspace.first_buffer - 3)
             partial = None if backward.partial_shape() is None else self.backward_workspace.add(
                 *backward.partial_shape())
-            self.backward_launches = prepare_backward(
-                backward, z.dtype, crops, inv_tau, z_buffer, c_buffer, codes, mass, projected, lse, out, grad,
-                Buffer(grad.index + 1), Buffer(grad.index + 2), partial)
+            self.backward_launches = [prepare_backward(
+                backward, z.dtype, crops, inv_tau, code_splits, z_buffer, c_buffer, codes, mass, projected, lse, out,
+                grad, Buffer(grad.index + 1), Buffer(grad.index + 2), partial, backward_counters)]
         self.with_grad = with_grad
 
     def __call__(self, z: torch.Tensor, c: torch.Tensor, queue: torch.Tensor | None, _=None) -> torch.Tensor:
@@ -198,7 +232,7 @@ class ScoresLossPlan(_Plan):
         batch = rows // n_crops
         shape = RowShape.of(SinkhornRows(s, queue, crops, batch, None))
         self.workspace = Workspace(first_buffer=3)
-        sinkhorn, codes, _, _ = _prepare_sinkhorn(shape, epsilon, iterations, self.workspace, False)
+        sinkhorn, codes, _, _, _ = _prepare_sinkhorn(shape, epsilon, iterations, self.workspace)
         lse = self.workspace.add(rows)
         weight = self.workspace.add(rows)
         self.loss_region = self.workspace.add(rows)

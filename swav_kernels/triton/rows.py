@@ -1,5 +1,6 @@
 """Device helpers shared by the Triton kernels: where a Sinkhorn row lives, which assign crops a
-loss row predicts, and the column potential from column statistics (``swav_kernels.kernels``).
+loss row predicts, and the column and row potentials from their split statistics
+(``swav_kernels.kernels``).
 
 A Sinkhorn row n of group g is queue row ``queue[g, n]`` for n < L, else batch row
 ``main[crop_g·B + n − L]`` (``SinkhornRows``); no kernel ever copies the rows into one buffer.
@@ -49,6 +50,31 @@ def column_potential_log2(max_ptr, sum_ptr, g, cols, col_mask, S, G, K, log2_pro
 
 
 @triton.jit
+def row_lse_log2(max_ptr, sum_ptr, g, n, row_mask, R, G, N):
+    """``(top, log2 Σ)`` with ``top + log2 Σ = log2 Σ_r sumexp_r·2^(max_r)`` over the R partials of
+    ``RowStats`` (base 2, layout (R, G, N)): a row's log-sum-exp times log2(e), merged where it is read.
+    ``top`` is the largest partial max unchanged, so a code formed as 2^((u − top) − log2 Σ) subtracts the
+    very value the row step found as its row's max."""
+    top = tl.full(n.shape, float("-inf"), tl.float32)
+    for r in range(R):
+        top = tl.maximum(top, tl.load(max_ptr + (r * G + g) * N + n, mask=row_mask, other=float("-inf")))
+    safe = tl.where(top == float("-inf"), 0.0, top)
+    total = tl.zeros(n.shape, tl.float32)
+    for r in range(R):
+        part_max = tl.load(max_ptr + (r * G + g) * N + n, mask=row_mask, other=float("-inf"))
+        part_sum = tl.load(sum_ptr + (r * G + g) * N + n, mask=row_mask, other=0.0)
+        total += part_sum * tl.exp2(part_max - safe)
+    return safe, tl.log2(total)
+
+
+@triton.jit
+def row_potential_log2(max_ptr, sum_ptr, g, n, row_mask, R, G, N):
+    """``b[g, n]·log2(e)`` with ``b = −LSE`` of the row step's partials (``row_lse_log2``)."""
+    top, log_total = row_lse_log2(max_ptr, sum_ptr, g, n, row_mask, R, G, N)
+    return -(top + log_total)
+
+
+@triton.jit
 def potential_tile(main_ptr, queue_ptr, c_ptr, rows, g, crop, n, row_mask, cols, col_mask, dims, L, B, K, D,
                    max_ptr, sum_ptr, S, groups, scale_log2, log2_prototypes,
                    RECOMPUTE: tl.constexpr, PRECISION: tl.constexpr):
@@ -80,12 +106,14 @@ def resident_rows(main_ptr, queue_ptr, g, crop, n, row_mask, dims, L, B, D, RECO
 
 
 @triton.jit
-def predicted_weight(mass_ptr, crops_packed, n_assign, crop, b, B, row_mask):
-    """``w = Σ_{a: A[a] ≠ crop} mass[a, b]`` for loss rows (crop, b): the code mass they predict."""
+def predicted_weight(mass_ptr, crops_packed, n_assign, crop, b, B, row_mask, S):
+    """``w = Σ_{a: A[a] ≠ crop} Σ_s mass[s, a, b]`` for loss rows (crop, b): the code mass they predict,
+    from the codes' S partials over prototype ranges, added in a fixed order."""
     weight = tl.zeros(b.shape, tl.float32)
-    for a in range(n_assign):
-        keep = row_mask & (unpack_crop(crops_packed, a) != crop)
-        weight += tl.load(mass_ptr + a * B + b, mask=keep, other=0.0)
+    for s in range(S):
+        for a in range(n_assign):
+            keep = row_mask & (unpack_crop(crops_packed, a) != crop)
+            weight += tl.load(mass_ptr + (s * n_assign + a) * B + b, mask=keep, other=0.0)
     return weight
 
 
@@ -101,13 +129,14 @@ def predicted_codes(codes_ptr, crops_packed, n_assign, crop, b, B, K, cols, col_
 
 
 @triton.jit
-def predicted_projection(projected_ptr, crops_packed, n_assign, crop, b, B, D, dims, row_mask):
-    """``Σ_{a: A[a] ≠ crop} projected[a, b, :]`` for loss rows (crop, b), a (rows, BLOCK_D) tile."""
+def predicted_projection(projected_ptr, crops_packed, n_assign, crop, b, B, D, dims, row_mask, S):
+    """``Σ_{a: A[a] ≠ crop} Σ_s projected[s, a, b, :]`` for loss rows (crop, b), a (rows, BLOCK_D) tile."""
     total = tl.zeros((b.shape[0], dims.shape[0]), tl.float32)
-    for a in range(n_assign):
-        keep = row_mask & (unpack_crop(crops_packed, a) != crop)
-        offsets = ((a * B + b).to(tl.int64) * D)[:, None] + dims[None, :]
-        total += tl.load(projected_ptr + offsets, mask=keep[:, None] & (dims < D)[None, :], other=0.0)
+    for s in range(S):
+        for a in range(n_assign):
+            keep = row_mask & (unpack_crop(crops_packed, a) != crop)
+            offsets = (((s * n_assign + a) * B + b).to(tl.int64) * D)[:, None] + dims[None, :]
+            total += tl.load(projected_ptr + offsets, mask=keep[:, None] & (dims < D)[None, :], other=0.0)
     return total
 
 

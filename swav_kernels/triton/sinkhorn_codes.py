@@ -1,11 +1,14 @@
-"""Sinkhorn codes (``Kernels.sinkhorn_codes``): the last row step, for the batch rows only, which
-writes the codes, their row mass and, on the fused path, ``codes · C`` while the prototype tiles
-are loaded anyway. One program per (block of batch rows, group).
+"""Sinkhorn codes (``Kernels.sinkhorn_codes``): for the batch rows only, the codes, their row mass and, on
+the fused path, ``codes · C`` while the prototype tiles are loaded anyway. One program per (block of batch
+rows, group, prototype range); each range writes its partial mass and projection, which the loss kernels
+add where they read them.
 
-With row normalisation it sweeps each row twice: the log-sum-exp of ``u = x/ε + a`` as
-(max, log Σ exp(u − max)), then ``q = exp((u − max) − log Σ)`` from the same rounded u, so every
-row sums to 1 within float32 rounding even when |x|/ε is in the thousands. 16-bit ``codes · C`` products take q as a sum of two
-16-bit parts (hi + lo) on tensor cores: the loss value depends on them at 2e-3.
+The row's log-sum-exp comes from the last row step's partials (fused path: the prototypes are split to
+fill the device, one sweep), or from a first sweep of the kernel itself (scores path, one range: its
+launch budget has no room for another row step). Either way ``q = exp((u − max) − log Σ)`` is formed from
+a rounded u computed exactly as the row step computes it, so each row sums to 1 within float32 rounding
+even when |x|/ε is in the thousands. 16-bit ``codes · C`` products take q as a sum of two 16-bit parts
+(hi + lo) on tensor cores: the loss value depends on them at 2e-3.
 """
 from __future__ import annotations
 
@@ -15,38 +18,46 @@ import torch
 import triton
 import triton.language as tl
 
-from ..kernels import Codes, ColumnStats, SinkhornRows
+from ..kernels import Codes, ColumnStats, RowStats, SinkhornRows
 from .launch import LOG2E
 from .launcher import Buffer, PreparedLaunch
-from .rows import RowShape, potential_tile, resident_rows, unpack_crop
+from .rows import RowShape, potential_tile, resident_rows, row_lse_log2, unpack_crop
+from .tiles import MAX_CODE_SPLITS, balanced_ranges, sinkhorn_row_splits
 
 
 @triton.jit
 def _codes_kernel(
     main_ptr, queue_ptr, c_ptr, N, L, B, K, D, crops_packed,
-    max_ptr, sum_ptr, S, codes_ptr, mass_ptr, projected_ptr,
-    scale_log2, log2_prototypes,
-    NORMALIZE: tl.constexpr, RECOMPUTE: tl.constexpr, PRECISION: tl.constexpr,
+    max_ptr, sum_ptr, S, row_max_ptr, row_sum_ptr, R, codes_ptr, mass_ptr, projected_ptr,
+    scale_log2, log2_prototypes, k_per_split,
+    ROW_LSE: tl.constexpr, NORMALIZE: tl.constexpr, RECOMPUTE: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
+    # ROW_LSE: the row log-sum-exp from the row step's partials; else NORMALIZE: from a first sweep
+    # (one prototype range); else the codes are exp(u) (T = 0)
     pid_n = tl.program_id(0)
     g = tl.program_id(1)
+    split = tl.program_id(2)
     groups = tl.num_programs(1)
     crop = unpack_crop(crops_packed, g)
     j = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # batch row j is Sinkhorn row L + j
     row_mask = j < B
     dims = tl.arange(0, BLOCK_D)
     rows = resident_rows(main_ptr, queue_ptr, g, crop, L + j, row_mask, dims, L, B, D, RECOMPUTE)
+    k_begin = split * k_per_split
+    k_end = tl.minimum(k_begin + k_per_split, K)
 
     row_max = tl.zeros((BLOCK_N,), tl.float32)
     log_row_sum = tl.zeros((BLOCK_N,), tl.float32)
-    if NORMALIZE:  # sweep 1: the row's log-sum-exp of u (base 2), kept as max + log2(sum)
+    if ROW_LSE:
+        row_max, log_row_sum = row_lse_log2(row_max_ptr, row_sum_ptr, g, L + j, row_mask, R, groups, N)
+    elif NORMALIZE:  # sweep 1: the row's log-sum-exp of u (base 2), kept as max + log2(sum)
         row_max = tl.full((BLOCK_N,), float("-inf"), tl.float32)
         row_sum = tl.zeros((BLOCK_N,), tl.float32)
-        for k0 in range(0, K, BLOCK_K):
+        for k0 in range(k_begin, k_end, BLOCK_K):
             cols = k0 + tl.arange(0, BLOCK_K)
-            u, _ = potential_tile(main_ptr, queue_ptr, c_ptr, rows, g, crop, L + j, row_mask, cols, cols < K, dims,
-                                  L, B, K, D, max_ptr, sum_ptr, S, groups, scale_log2, log2_prototypes,
+            u, _ = potential_tile(main_ptr, queue_ptr, c_ptr, rows, g, crop, L + j, row_mask, cols, cols < k_end,
+                                  dims, L, B, K, D, max_ptr, sum_ptr, S, groups, scale_log2, log2_prototypes,
                                   RECOMPUTE, PRECISION)
             new_max = tl.maximum(row_max, tl.max(u, axis=1))
             safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
@@ -54,13 +65,13 @@ def _codes_kernel(
             row_max = new_max
         log_row_sum = tl.log2(row_sum)
 
-    # sweep 2: codes, their mass and codes · C
+    # the codes of this prototype range, their mass and codes · C
     mass = tl.zeros((BLOCK_N,), tl.float32)
     projected = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
     code_rows = (g * B + j).to(tl.int64) * K
-    for k0 in range(0, K, BLOCK_K):
+    for k0 in range(k_begin, k_end, BLOCK_K):
         cols = k0 + tl.arange(0, BLOCK_K)
-        col_mask = cols < K
+        col_mask = cols < k_end
         u, c = potential_tile(main_ptr, queue_ptr, c_ptr, rows, g, crop, L + j, row_mask, cols, col_mask, dims,
                               L, B, K, D, max_ptr, sum_ptr, S, groups, scale_log2, log2_prototypes,
                               RECOMPUTE, PRECISION)
@@ -77,35 +88,61 @@ def _codes_kernel(
                 high = q.to(c.dtype)
                 low = (q - high.to(tl.float32)).to(c.dtype)
                 projected += tl.dot(high, c) + tl.dot(low, c)
-    tl.store(mass_ptr + g * B + j, mass, mask=row_mask)
+    part = (split * groups + g) * B + j
+    tl.store(mass_ptr + part, mass, mask=row_mask)
     if RECOMPUTE:
-        out = projected_ptr + (g * B + j).to(tl.int64)[:, None] * D + dims[None, :]
+        out = projected_ptr + part.to(tl.int64)[:, None] * D + dims[None, :]
         tl.store(out, projected, mask=row_mask[:, None] & (dims[None, :] < D))
 
 
-def prepare_codes(shape: RowShape, inv_eps: float, splits: int, normalize_rows: bool, rows, col_max, col_sum,
-                  codes, mass, projected) -> PreparedLaunch:
-    """The codes launch. Buffers: ``rows`` the three row buffers, ``col_max``/``col_sum`` (S, G, K) float32
-    with S = ``splits``, outputs ``codes`` (G, B, K), ``mass`` (G, B) and, on the fused path,
-    ``projected`` (G, B, D), all float32 (``projected`` None on the scores path)."""
+def code_split_count(shape: RowShape, row_lse: bool, splits: int | None = None) -> int:
+    """S, the prototype ranges of the codes: one where the kernel sweeps for the row's log-sum-exp itself;
+    else ``splits`` if forced, else a fixed rule that fills the device."""
+    if not row_lse and splits is None:
+        return 1
     tiles = shape.tiles("codes")
-    grid = (triton.cdiv(shape.batch, tiles.block_rows), shape.groups)
-    arguments = (*shape.arguments(*rows), col_max, col_sum, splits, codes, mass,
-                 projected if projected is not None else mass, inv_eps * LOG2E, math.log2(shape.prototypes))
+    if splits is None:
+        splits = sinkhorn_row_splits(tiles, shape.groups * triton.cdiv(shape.batch, tiles.block_rows),
+                                     shape.prototypes, shape.device, MAX_CODE_SPLITS)
+    return balanced_ranges(shape.prototypes, tiles.block_k, splits)[1]
+
+
+def prepare_codes(shape: RowShape, inv_eps: float, column_splits: int, normalize_rows: bool, splits: int, rows,
+                  col_max, col_sum, row_stats, codes, mass, projected) -> PreparedLaunch:
+    """The codes over ``splits`` prototype ranges (``code_split_count``). Buffers: ``rows`` the three row
+    buffers, ``col_max``/``col_sum`` (S_col, G, K) float32 with S_col = ``column_splits``, ``row_stats``
+    None or ``(row_max, row_sum, R)`` (the last row step's (R, G, N) partials: then ``normalize_rows``),
+    outputs ``codes`` (G, B, K), ``mass`` (S, G, B) and, on the fused path, ``projected`` (S, G, B, D), all
+    float32 (``projected`` None on the scores path)."""
+    tiles = shape.tiles("codes")
+    k_per_split, splits = balanced_ranges(shape.prototypes, tiles.block_k, splits)
+    grid = (triton.cdiv(shape.batch, tiles.block_rows), shape.groups, splits)
+    row_max, row_sum, row_splits = row_stats if row_stats is not None else (col_max, col_max, 1)
+    arguments = (*shape.arguments(*rows), col_max, col_sum, column_splits, row_max, row_sum, row_splits, codes,
+                 mass, projected if projected is not None else mass, inv_eps * LOG2E, math.log2(shape.prototypes),
+                 k_per_split)
     return PreparedLaunch(_codes_kernel, grid, arguments, dict(
-        NORMALIZE=normalize_rows, RECOMPUTE=shape.recompute, PRECISION=shape.precision,
-        BLOCK_N=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
+        ROW_LSE=row_stats is not None, NORMALIZE=normalize_rows and row_stats is None, RECOMPUTE=shape.recompute,
+        PRECISION=shape.precision, BLOCK_N=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
         num_warps=tiles.warps, num_stages=tiles.stages))
 
 
-def codes(rows: SinkhornRows, inv_eps: float, columns: ColumnStats, normalize_rows: bool) -> Codes:
-    """``Codes`` of the batch rows of ``rows`` given the column statistics."""
+def codes(rows: SinkhornRows, inv_eps: float, columns: ColumnStats, row_stats: RowStats | None,
+          normalize_rows: bool, splits: int | None = None) -> Codes:
+    """``Codes`` of the batch rows of ``rows`` given the column statistics and, where the row step ran with
+    them, its ``RowStats``; mass and projection as S partials over prototype ranges (``splits`` forces S)."""
     shape = RowShape.of(rows)
+    splits = code_split_count(shape, row_stats is not None, splits)
     f32 = dict(device=rows.main.device, dtype=torch.float32)
     code_values = torch.empty((shape.groups, shape.batch, shape.prototypes), **f32)
-    mass = torch.empty((shape.groups, shape.batch), **f32)
-    projected = torch.empty((shape.groups, shape.batch, shape.dim), **f32) if shape.recompute else None
-    launch = prepare_codes(shape, inv_eps, columns.max.shape[0], normalize_rows, (Buffer(0), Buffer(1), Buffer(2)),
-                           Buffer(3), Buffer(4), Buffer(5), Buffer(6), Buffer(7) if shape.recompute else None)
-    launch.run_tensors((*RowShape.tensors(rows), columns.max, columns.sumexp, code_values, mass, projected))
+    mass = torch.empty((splits, shape.groups, shape.batch), **f32)
+    projected = torch.empty((splits, shape.groups, shape.batch, shape.dim), **f32) if shape.recompute else None
+    stats = None if row_stats is None else (row_stats.max, row_stats.sumexp)
+    buffers = (*RowShape.tensors(rows), columns.max, columns.sumexp, *(stats or (None, None)), code_values, mass,
+               projected)
+    launch = prepare_codes(shape, inv_eps, columns.max.shape[0], normalize_rows, splits,
+                           (Buffer(0), Buffer(1), Buffer(2)), Buffer(3), Buffer(4),
+                           None if stats is None else (Buffer(5), Buffer(6), row_stats.max.shape[0]),
+                           Buffer(7), Buffer(8), Buffer(9) if shape.recompute else None)
+    launch.run_tensors(buffers)
     return Codes(code_values, mass, projected)

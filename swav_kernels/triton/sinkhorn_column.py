@@ -1,5 +1,6 @@
 """Sinkhorn column step (``Kernels.sinkhorn_column_step``): per prototype, the log-sum-exp over
-rows of ``t = x/ε + b[n]``, one program per (block of prototypes, group, row range).
+rows of ``t = x/ε + b[n]``, one program per (block of prototypes, group, row range). The row
+potential b is merged from the row step's R partials as each row tile is loaded.
 
 Scores are read (scores path) or recomputed as ``rows · c_kᵀ`` on tensor cores (fused path), the
 prototype tile staying resident while the rows stream past. Each row range writes one partial
@@ -11,25 +12,30 @@ import torch
 import triton
 import triton.language as tl
 
-from ..kernels import ColumnStats, SinkhornRows
+from ..kernels import ColumnStats, RowStats, SinkhornRows
 from .launch import LOG2E
 from .launcher import Buffer, PreparedLaunch
-from .rows import DEVICE_LN2, DEVICE_LOG2E, RowShape, row_pointers, unpack_crop
+from .rows import DEVICE_LN2, RowShape, row_pointers, row_potential_log2, unpack_crop
 from .tiles import balanced_ranges, column_splits
 
 
 @triton.jit
 def _column_step_kernel(
     main_ptr, queue_ptr, c_ptr, N, L, B, K, D, crops_packed,
-    b_ptr, max_ptr, sum_ptr,
-    scale_log2, rows_per_split,
-    HAS_ROW_POTENTIAL: tl.constexpr, RECOMPUTE: tl.constexpr, PRECISION: tl.constexpr,
+    row_max_ptr, row_sum_ptr, R, max_ptr, sum_ptr,
+    scale_log2, rows_per_split, counter_ptr, counters,
+    HAS_ROW_POTENTIAL: tl.constexpr, RECOMPUTE: tl.constexpr, PRECISION: tl.constexpr, ZERO_COUNTERS: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     pid_k = tl.program_id(0)
     g = tl.program_id(1)
     split = tl.program_id(2)
     groups = tl.num_programs(1)
+    if ZERO_COUNTERS:  # the first launch of a call zeroes the tickets its later launches take (tickets.py)
+        if (pid_k == 0) & (g == 0) & (split == 0):
+            for i in range(0, counters, 256):
+                ticket = i + tl.arange(0, 256)
+                tl.store(counter_ptr + ticket, tl.zeros((256,), tl.int32), mask=ticket < counters)
     crop = unpack_crop(crops_packed, g)
     cols = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     col_mask = cols < K
@@ -55,7 +61,7 @@ def _column_step_kernel(
         poison += tl.sum(x * 0.0, axis=0)
         t = x * scale_log2  # base 2: t = x·log2(e)/ε (+ b·log2(e))
         if HAS_ROW_POTENTIAL:
-            t += tl.load(b_ptr + g * N + n, mask=row_mask, other=0.0)[:, None] * DEVICE_LOG2E
+            t += row_potential_log2(row_max_ptr, row_sum_ptr, g, n, row_mask, R, groups, N)[:, None]
         t = tl.where(row_mask[:, None], t, float("-inf"))
         new_max = tl.maximum(col_max, tl.max(t, axis=0))
         safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
@@ -74,32 +80,38 @@ def column_split_count(shape: RowShape, splits: int | None = None) -> int:
     return balanced_ranges(shape.rows, tiles.block_rows, splits)[1]
 
 
-def prepare_column_step(shape: RowShape, inv_eps: float, splits: int, rows, row_potential, col_max,
-                        col_sum) -> PreparedLaunch:
-    """The column step over ``splits`` row ranges (from ``column_split_count``). Buffers: ``rows`` the
-    three row buffers (``RowShape.arguments``), ``row_potential`` (G, N) float32 or None, outputs
-    ``col_max`` and ``col_sum`` (S, G, K) float32."""
+def prepare_column_step(shape: RowShape, inv_eps: float, splits: int, rows, row_stats, col_max,
+                        col_sum, counters=None) -> PreparedLaunch:
+    """The column step over ``splits`` row ranges (from ``column_split_count``). Buffers: ``rows`` the three
+    row buffers (``RowShape.arguments``), ``row_stats`` None or ``(row_max, row_sum, R)``: the row step's
+    (R, G, N) float32 partials and R, outputs ``col_max`` and ``col_sum`` (S, G, K) float32; ``counters``
+    None or ``(buffer, count)``: int32 tickets of later launches, which this launch zeroes."""
     tiles = shape.tiles("column")
     rows_per_split, splits = balanced_ranges(shape.rows, tiles.block_rows, splits)
     grid = (triton.cdiv(shape.prototypes, tiles.block_k), shape.groups, splits)
-    arguments = (*shape.arguments(*rows), row_potential if row_potential is not None else col_max, col_max, col_sum,
-                 inv_eps * LOG2E, rows_per_split)
+    row_max, row_sum, row_splits = row_stats if row_stats is not None else (col_max, col_max, 1)
+    counter_buffer, count = counters if counters is not None else (col_max, 0)
+    arguments = (*shape.arguments(*rows), row_max, row_sum, row_splits, col_max, col_sum, inv_eps * LOG2E,
+                 rows_per_split, counter_buffer, count)
     return PreparedLaunch(_column_step_kernel, grid, arguments, dict(
-        HAS_ROW_POTENTIAL=row_potential is not None, RECOMPUTE=shape.recompute, PRECISION=shape.precision,
+        HAS_ROW_POTENTIAL=row_stats is not None, RECOMPUTE=shape.recompute, PRECISION=shape.precision,
+        ZERO_COUNTERS=counters is not None,
         BLOCK_N=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
         num_warps=tiles.warps, num_stages=tiles.stages))
 
 
-def column_step(rows: SinkhornRows, inv_eps: float, row_potential: torch.Tensor | None,
+def column_step(rows: SinkhornRows, inv_eps: float, row_stats: RowStats | None,
                 splits: int | None = None) -> ColumnStats:
-    """``ColumnStats`` (S, G, K) of ``rows`` with row potential ``(G, N)`` float32 or None;
+    """``ColumnStats`` (S, G, K) of ``rows`` with the row step's ``RowStats`` (R, G, N) or None (b = 0);
     ``splits`` forces S (default: a fixed rule that fills the device)."""
     shape = RowShape.of(rows)
     splits = column_split_count(shape, splits)
     col_max = torch.empty((splits, shape.groups, shape.prototypes), device=rows.main.device, dtype=torch.float32)
     col_sum = torch.empty_like(col_max)
-    buffers = (*RowShape.tensors(rows), row_potential, col_max, col_sum)
+    stats = None if row_stats is None else (row_stats.max, row_stats.sumexp)
+    buffers = (*RowShape.tensors(rows), *(stats or (None, None)), col_max, col_sum)
     launch = prepare_column_step(shape, inv_eps, splits, (Buffer(0), Buffer(1), Buffer(2)),
-                                 None if row_potential is None else Buffer(3), Buffer(4), Buffer(5))
+                                 None if stats is None else (Buffer(3), Buffer(4), row_stats.max.shape[0]),
+                                 Buffer(5), Buffer(6))
     launch.run_tensors(buffers)
     return ColumnStats(col_max, col_sum)

@@ -22,6 +22,8 @@ import torch
 from .launch import capability, cdiv, next_power_of_2, target_programs
 
 MAX_COLUMN_SPLITS = 8  # the next Sinkhorn launch merges this many column partials per tile
+MAX_ROW_SPLITS = 8  # the next Sinkhorn launch merges this many row partials per row
+MAX_CODE_SPLITS = 8  # the loss kernels merge this many partials of the codes' mass and projection
 MAX_SPLITS = 16
 
 
@@ -139,6 +141,14 @@ def column_splits(tiles: Tiles, groups: int, rows: int, prototypes: int, device:
     programs = groups * cdiv(prototypes, tiles.block_k)
     wanted = cdiv(target_programs(device), programs)
     return max(1, min(MAX_COLUMN_SPLITS, wanted, cdiv(rows, tiles.block_rows)))
+
+
+def sinkhorn_row_splits(tiles: Tiles, row_blocks: int, prototypes: int, device: torch.device,
+                        limit: int = MAX_ROW_SPLITS) -> int:
+    """Prototype ranges of a Sinkhorn launch that sweeps rows (the row step, the codes): only where its
+    ``row_blocks`` (all groups) are too few to fill the device, at most ``limit`` (what the reader merges)."""
+    wanted = cdiv(target_programs(device), row_blocks)
+    return max(1, min(limit, wanted, cdiv(prototypes, tiles.block_k)))
 
 
 def key_splits(tiles: Tiles, rows: int, prototypes: int, device: torch.device) -> int:
