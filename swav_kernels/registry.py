@@ -42,7 +42,7 @@ def register_backend(name: str, loader: Callable[[], Backend] | str, auto_rank: 
             return getattr(importlib.import_module(module_name), attr)()
 
     _LOADERS[name] = loader
-    _RESOLVED.clear()
+    _forget_resolutions()
     _INSTANCES.pop(name, None)
     _LOAD_ERRORS.pop(name, None)
     if auto_rank is None:
@@ -57,7 +57,15 @@ def unregister_backend(name: str) -> None:
         raise ValueError("the reference backend cannot be unregistered")
     for table in (_LOADERS, _AUTO_RANK, _INSTANCES, _LOAD_ERRORS):
         table.pop(name, None)
+    _forget_resolutions()
+
+
+def _forget_resolutions() -> None:
+    """Drop every cached resolution, swav_loss's prepared calls included (they hold a backend)."""
+    from . import loss
+
     _RESOLVED.clear()
+    loss._PREPARED.clear()
 
 
 def backend_names() -> tuple[str, ...]:

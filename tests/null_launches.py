@@ -53,9 +53,9 @@ def compare_plan(plan, label: str, leaves, extra) -> list:
     """Each launch of ``plan`` once through ``kernel[grid]`` and once direct, with the same buffers (the
     plan's own inputs, so that Triton picks the binary the plan was compiled with)."""
     queue = extra.get("queue", extra.get("queue_scores"))
-    if len(leaves) == 2:  # fused: z, queue or z, c; gradients of z and c
+    if len(leaves) == 2:  # fused: z, queue or z, c, the loss; gradients of z and c
         z, c = leaves
-        inputs = (z, z if queue is None else queue, c)
+        inputs = (z, z if queue is None else queue, c, torch.empty((), dtype=torch.float32))
     else:  # scores: s, queued scores or s, s; gradient of s
         (s,) = leaves
         inputs = (s, s if queue is None else queue, s)

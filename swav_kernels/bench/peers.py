@@ -206,8 +206,8 @@ class KernelPeer(Peer):
         crops = tuple(problem.shape.crops_for_assign)
         batch = problem.shape.batch
         f32 = dict(device=z.device, dtype=torch.float32)
-        codes = Codes(torch.zeros((len(crops), batch, c.shape[0]), **f32), torch.zeros((len(crops), batch), **f32),
-                      torch.zeros((len(crops), batch, z.shape[1]), **f32))
+        codes = Codes(torch.zeros((len(crops), batch, c.shape[0]), **f32), torch.zeros((1, len(crops), batch), **f32),
+                      torch.zeros((1, len(crops), batch, z.shape[1]), **f32))  # one partial of mass and projection
         inv_tau = 1.0 / problem.temperature
         return {"fwd": lambda: (kernels.embeddings_loss(z, c, codes, crops, inv_tau, False)[1],)}
 

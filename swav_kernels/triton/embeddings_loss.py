@@ -108,9 +108,9 @@ def _loss_forward_kernel(
                                  - row_max)
                 row_sum += weight * tl.load(sum_ptr + s_ * M + rows, mask=row_mask, other=0.0, cache_modifier=".cg")
                 if WITH_OUTPUT:
-                    part = (s_ * M + rows).to(tl.int64)
-                    acc += weight[:, None] * tl.load(acc_ptr + part[:, None] * D + dims[None, :], mask=tile_mask,
-                                                     other=0.0, cache_modifier=".cg")
+                    part_rows = (s_ * M + rows).to(tl.int64)
+                    acc += weight[:, None] * tl.load(acc_ptr + part_rows[:, None] * D + dims[None, :],
+                                                     mask=tile_mask, other=0.0, cache_modifier=".cg")
     if finished:
         lse = (row_max + tl.log2(row_sum)) * DEVICE_LN2
         tl.store(lse_ptr + rows, lse, mask=row_mask)

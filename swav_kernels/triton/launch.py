@@ -143,6 +143,12 @@ def crops_fit(crops) -> bool:
         len(crops) <= MAX_PACKED_CROPS and all(0 <= c < 256 for c in crops))
 
 
+def alignment_of(n: int, limit: int = 16) -> int:
+    """The largest power of two up to ``limit`` that divides ``n`` (``limit`` for 0)."""
+    n = int(n)
+    return limit if n == 0 else min(limit, n & -n)
+
+
 def next_power_of_2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 

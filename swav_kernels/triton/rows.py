@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import dot_precision, pack_crops
+from .launch import alignment_of, dot_precision, pack_crops
 from .tiles import Tiles, sinkhorn_tiles
 
 DEVICE_LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)  # constants inside kernels
@@ -167,13 +167,19 @@ class RowShape(NamedTuple):
         """Tiles of ``kernel`` ("column", "row" or "codes", which covers the batch rows only)."""
         active_rows = self.groups * (self.batch if kernel == "codes" else self.rows)
         return sinkhorn_tiles(kernel, self.recompute, self.dim, self.dtype, self.precision, active_rows,
-                              self.prototypes, self.device)
+                              self.prototypes, self.device, groups=self.groups)
+
+    @property
+    def k_align(self) -> int:
+        """The largest power of two up to 16 that divides K: the kernels take K as K/k_align units of
+        k_align, so that the compiler sees every row of stored scores start on a k_align boundary."""
+        return alignment_of(self.prototypes)
 
     def arguments(self, main, queue, prototypes) -> tuple:
-        """(main, queue, prototypes; N, L, B, K, D, packed crops) in kernel order. ``queue`` and
+        """(main, queue, prototypes; N, L, B, K / k_align, D, packed crops) in kernel order. ``queue`` and
         ``prototypes`` may be any buffer when absent (L = 0, or scores): they are never read then."""
-        return (main, queue, prototypes, self.rows, self.queue_rows, self.batch, self.prototypes, self.dim,
-                self.packed_crops)
+        return (main, queue, prototypes, self.rows, self.queue_rows, self.batch, self.prototypes // self.k_align,
+                self.dim, self.packed_crops)
 
     @staticmethod
     def tensors(rows) -> tuple:

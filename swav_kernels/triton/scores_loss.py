@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import LOG2E, next_power_of_2, pack_crops
+from .launch import LOG2E, alignment_of, next_power_of_2, pack_crops
 from .launcher import Buffer, PreparedLaunch
 from .rows import DEVICE_LN2, DEVICE_LOG2E, predicted_codes
 
@@ -26,10 +26,11 @@ def _block_k(prototypes: int) -> int:
 
 @triton.jit
 def _scores_loss_kernel(
-    s_ptr, codes_ptr, M, K, B, n_assign, crops_packed,
+    s_ptr, codes_ptr, M, K_UNITS, B, n_assign, crops_packed,
     lse_ptr, weight_ptr, share_ptr, scale_log2, inv_tau, inv_denom,
-    BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+    K_ALIGN: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
+    K = K_UNITS * K_ALIGN  # prototypes, a multiple of K_ALIGN as the compiler sees: vector loads
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_mask = rows < M
     crop = rows // B
@@ -60,10 +61,11 @@ def _scores_loss_kernel(
 
 @triton.jit
 def _scores_grad_kernel(
-    s_ptr, codes_ptr, M, K, B, n_assign, crops_packed,
+    s_ptr, codes_ptr, M, K_UNITS, B, n_assign, crops_packed,
     lse_ptr, weight_ptr, grad_ptr, grad_s_ptr, scale_log2, coef_scale,
-    BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+    K_ALIGN: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
+    K = K_UNITS * K_ALIGN
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     row_mask = rows < M
@@ -86,8 +88,9 @@ def prepare_scores_loss(rows: int, prototypes: int, n_assign: int, batch: int, c
     and each row's ``share`` of the loss (M,) float32."""
     inv_denom = 1.0 / (n_assign * (rows // batch - 1) * batch)
     return PreparedLaunch(_scores_loss_kernel, (triton.cdiv(rows, BLOCK_ROWS),), (
-        s, codes, rows, prototypes, batch, n_assign, pack_crops(crops), lse, weight, share,
-        inv_tau * LOG2E, inv_tau, inv_denom), dict(BLOCK_R=BLOCK_ROWS, BLOCK_K=_block_k(prototypes), num_warps=4))
+        s, codes, rows, prototypes // alignment_of(prototypes), batch, n_assign, pack_crops(crops), lse, weight, share,
+        inv_tau * LOG2E, inv_tau, inv_denom),
+        dict(K_ALIGN=alignment_of(prototypes), BLOCK_R=BLOCK_ROWS, BLOCK_K=_block_k(prototypes), num_warps=4))
 
 
 def prepare_scores_grad(rows: int, prototypes: int, n_assign: int, batch: int, crops, inv_tau: float, s, codes,
@@ -97,8 +100,9 @@ def prepare_scores_grad(rows: int, prototypes: int, n_assign: int, batch: int, c
     block_k = _block_k(prototypes)
     coef_scale = inv_tau / (n_assign * (rows // batch - 1) * batch)
     return PreparedLaunch(_scores_grad_kernel, (triton.cdiv(rows, BLOCK_ROWS), triton.cdiv(prototypes, block_k)), (
-        s, codes, rows, prototypes, batch, n_assign, pack_crops(crops), lse, weight, grad, grad_s,
-        inv_tau * LOG2E, coef_scale), dict(BLOCK_R=BLOCK_ROWS, BLOCK_K=block_k, num_warps=4))
+        s, codes, rows, prototypes // alignment_of(prototypes), batch, n_assign, pack_crops(crops), lse, weight, grad,
+        grad_s, inv_tau * LOG2E, coef_scale),
+        dict(K_ALIGN=alignment_of(prototypes), BLOCK_R=BLOCK_ROWS, BLOCK_K=block_k, num_warps=4))
 
 
 def scores_loss(s: torch.Tensor, codes: torch.Tensor, crops, inv_tau: float

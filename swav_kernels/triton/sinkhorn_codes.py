@@ -27,12 +27,13 @@ from .tiles import MAX_CODE_SPLITS, balanced_ranges, sinkhorn_row_splits
 
 @triton.jit
 def _codes_kernel(
-    main_ptr, queue_ptr, c_ptr, N, L, B, K, D, crops_packed,
+    main_ptr, queue_ptr, c_ptr, N, L, B, K_UNITS, D, crops_packed,
     max_ptr, sum_ptr, S, row_max_ptr, row_sum_ptr, R, codes_ptr, mass_ptr, projected_ptr,
     scale_log2, log2_prototypes, k_per_split,
     ROW_LSE: tl.constexpr, NORMALIZE: tl.constexpr, RECOMPUTE: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+    K_ALIGN: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
+    K = K_UNITS * K_ALIGN  # prototypes, a multiple of K_ALIGN as the compiler sees: vector loads of scores
     # ROW_LSE: the row log-sum-exp from the row step's partials; else NORMALIZE: from a first sweep
     # (one prototype range); else the codes are exp(u) (T = 0)
     pid_n = tl.program_id(0)
@@ -123,7 +124,7 @@ def prepare_codes(shape: RowShape, inv_eps: float, column_splits: int, normalize
                  k_per_split)
     return PreparedLaunch(_codes_kernel, grid, arguments, dict(
         ROW_LSE=row_stats is not None, NORMALIZE=normalize_rows and row_stats is None, RECOMPUTE=shape.recompute,
-        PRECISION=shape.precision, BLOCK_N=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
+        PRECISION=shape.precision, K_ALIGN=shape.k_align, BLOCK_N=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
         num_warps=tiles.warps, num_stages=tiles.stages))
 
 

@@ -21,12 +21,13 @@ from .tiles import balanced_ranges, column_splits
 
 @triton.jit
 def _column_step_kernel(
-    main_ptr, queue_ptr, c_ptr, N, L, B, K, D, crops_packed,
+    main_ptr, queue_ptr, c_ptr, N, L, B, K_UNITS, D, crops_packed,
     row_max_ptr, row_sum_ptr, R, max_ptr, sum_ptr,
     scale_log2, rows_per_split, counter_ptr, counters,
     HAS_ROW_POTENTIAL: tl.constexpr, RECOMPUTE: tl.constexpr, PRECISION: tl.constexpr, ZERO_COUNTERS: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+    K_ALIGN: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
+    K = K_UNITS * K_ALIGN  # prototypes, a multiple of K_ALIGN as the compiler sees: vector loads of scores
     pid_k = tl.program_id(0)
     g = tl.program_id(1)
     split = tl.program_id(2)
@@ -96,7 +97,7 @@ def prepare_column_step(shape: RowShape, inv_eps: float, splits: int, rows, row_
     return PreparedLaunch(_column_step_kernel, grid, arguments, dict(
         HAS_ROW_POTENTIAL=row_stats is not None, RECOMPUTE=shape.recompute, PRECISION=shape.precision,
         ZERO_COUNTERS=counters is not None,
-        BLOCK_N=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
+        K_ALIGN=shape.k_align, BLOCK_N=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
         num_warps=tiles.warps, num_stages=tiles.stages))
 
 

@@ -24,12 +24,13 @@ from .tiles import balanced_ranges, sinkhorn_row_splits
 
 @triton.jit
 def _row_step_kernel(
-    main_ptr, queue_ptr, c_ptr, N, L, B, K, D, crops_packed,
+    main_ptr, queue_ptr, c_ptr, N, L, B, K_UNITS, D, crops_packed,
     max_ptr, sum_ptr, S, row_max_ptr, row_sum_ptr,
     scale_log2, log2_prototypes, k_per_split,
     RECOMPUTE: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+    K_ALIGN: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
+    K = K_UNITS * K_ALIGN  # prototypes, a multiple of K_ALIGN as the compiler sees: vector loads of scores
     pid_n = tl.program_id(0)
     g = tl.program_id(1)
     split = tl.program_id(2)
@@ -78,7 +79,7 @@ def prepare_row_step(shape: RowShape, inv_eps: float, column_splits: int, splits
                  math.log2(shape.prototypes), k_per_split)
     return PreparedLaunch(_row_step_kernel, grid, arguments, dict(
         RECOMPUTE=shape.recompute, PRECISION=shape.precision,
-        BLOCK_N=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
+        K_ALIGN=shape.k_align, BLOCK_N=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
         num_warps=tiles.warps, num_stages=tiles.stages))
 
 

@@ -22,8 +22,8 @@ import torch
 from .launch import capability, cdiv, next_power_of_2, target_programs
 
 MAX_COLUMN_SPLITS = 8  # the next Sinkhorn launch merges this many column partials per tile
-MAX_ROW_SPLITS = 8  # the next Sinkhorn launch merges this many row partials per row
-MAX_CODE_SPLITS = 8  # the loss kernels merge this many partials of the codes' mass and projection
+MAX_ROW_SPLITS = 16  # the next Sinkhorn launch merges this many row partials per row
+MAX_CODE_SPLITS = 32  # the loss kernels merge this many partials of the codes' mass and projection
 MAX_SPLITS = 16
 
 
@@ -40,20 +40,20 @@ class Tiles(NamedTuple):
 # entry: correct, untuned, may spill). Kernels: the Sinkhorn column step, row step and codes, the
 # loss forward and the loss backward (block_rows = rows per step, block_k = prototypes per program).
 SM90 = {
-    ("column", "16bit", 128): (64, 64, 8, 3), ("column", "16bit", 256): (64, 32, 8, 3),
-    ("column", "tf32", 128): (64, 32, 8, 2), ("column", "tf32", 256): (32, 32, 4, 2),
+    ("column", "16bit", 128): (64, 128, 8, 3), ("column", "16bit", 256): (64, 64, 8, 3),
+    ("column", "tf32", 128): (64, 32, 8, 2), ("column", "tf32", 256): (64, 32, 8, 2),
     ("column", "tf32x3", 128): (64, 32, 8, 2), ("column", "tf32x3", 256): (16, 32, 4, 2),
     ("row", "16bit", 128): (128, 64, 8, 3), ("row", "16bit", 256): (128, 64, 8, 3),
     ("row", "tf32", 128): (64, 64, 4, 2), ("row", "tf32", 256): (64, 64, 4, 2),
     ("row", "tf32x3", 128): (64, 64, 4, 2), ("row", "tf32x3", 256): (64, 32, 4, 2),
-    ("codes", "16bit", 128): (128, 32, 8, 3), ("codes", "16bit", 256): (32, 32, 4, 2),
+    ("codes", "16bit", 128): (64, 32, 8, 3), ("codes", "16bit", 256): (64, 16, 8, 3),
     ("codes", "tf32", 128): (64, 32, 4, 2), ("codes", "tf32", 256): (32, 32, 4, 2),
     ("codes", "tf32x3", 128): (16, 16, 4, 1), ("codes", "tf32x3", 256): (16, 16, 4, 1),
-    ("forward", "16bit", 128): (64, 64, 8, 3), ("forward", "16bit", 256): (32, 32, 4, 2),
-    ("forward", "tf32", 128): (64, 32, 8, 2), ("forward", "tf32", 256): (32, 32, 8, 2),
+    ("forward", "16bit", 128): (128, 64, 8, 3), ("forward", "16bit", 256): (64, 64, 8, 3),
+    ("forward", "tf32", 128): (64, 32, 8, 2), ("forward", "tf32", 256): (64, 32, 8, 2),
     ("forward", "tf32x3", 128): (16, 32, 4, 2), ("forward", "tf32x3", 256): (16, 16, 4, 1),
-    ("backward", "16bit", 128): (64, 64, 8, 3), ("backward", "16bit", 256): (32, 32, 4, 2),
-    ("backward", "tf32", 128): (64, 16, 8, 2), ("backward", "tf32", 256): (32, 32, 8, 2),
+    ("backward", "16bit", 128): (128, 64, 8, 3), ("backward", "16bit", 256): (128, 64, 8, 3),
+    ("backward", "tf32", 128): (64, 16, 8, 2), ("backward", "tf32", 256): (32, 32, 4, 2),
     ("backward", "tf32x3", 128): (16, 16, 4, 1), ("backward", "tf32x3", 256): (16, 16, 4, 1),
 }
 SM80 = {
@@ -69,7 +69,7 @@ SM80 = {
     ("forward", "16bit", 128): (64, 64, 8, 3), ("forward", "16bit", 256): (32, 32, 4, 2),
     ("forward", "tf32", 128): (64, 32, 8, 2), ("forward", "tf32", 256): (32, 32, 8, 2),
     ("forward", "tf32x3", 128): (16, 32, 4, 2), ("forward", "tf32x3", 256): (16, 16, 4, 1),
-    ("backward", "16bit", 128): (128, 32, 8, 3), ("backward", "16bit", 256): (64, 16, 8, 2),
+    ("backward", "16bit", 128): (64, 64, 8, 3), ("backward", "16bit", 256): (32, 32, 4, 2),
     ("backward", "tf32", 128): (64, 32, 8, 2), ("backward", "tf32", 256): (32, 32, 8, 2),
     ("backward", "tf32x3", 128): (16, 16, 4, 1), ("backward", "tf32x3", 256): (16, 16, 4, 1),
 }
@@ -96,43 +96,43 @@ def width(dim: int) -> int:
 
 def matmul_tiles(kernel: str, dim: int, dtype: torch.dtype, precision: str, rows: int,
                  device: torch.device, arch: int | None = None) -> Tiles:
-    """Tiles of a kernel that multiplies rows of width D by prototypes on tensor cores.
-
-    ``rows``: the rows the launch covers (for the backward, its prototypes). Where the table's
-    tile would not give every multiprocessor a program (half of ``target_programs``), a 16-bit
-    tile halves, down to 64 rows or 32 prototypes (the same instruction family, fewer registers;
-    the compile check covers both sizes). fp32 tiles stay as the table has them: smaller ones can
-    switch from wgmma to mma and spill."""
+    """Tiles of a kernel that multiplies rows of width D by prototypes on tensor cores: the table's, for
+    every problem size (``rows`` is kept for the callers' symmetry). Where a launch's tiles are too few to
+    give every multiprocessor a program, the launch splits its other dimension (``column_splits``,
+    ``sinkhorn_row_splits``, ``key_splits``, ``row_splits``) rather than shrinking its tiles: smaller
+    tiles would leave wgmma for mma."""
     arch = architecture(device) if arch is None else arch
     table = SM80 if arch < 90 else SM90
     block_rows, block_k, warps, stages = table[(kernel, operands(dtype, precision), 128 if dim <= 128 else 256)]
-    one_wave = target_programs(device) // 2
-    if dtype != torch.float32 and kernel == "backward":  # programs per block of prototypes
-        while block_k > 32 and cdiv(rows, block_k) < one_wave:
-            block_k //= 2
-    elif dtype != torch.float32 and kernel != "column":
-        while block_rows > 64 and cdiv(rows, block_rows) < one_wave:
-            block_rows //= 2
     return Tiles(block_rows, block_k, width(dim), warps, stages)
 
 
-def streaming_tiles(prototypes: int, rows_first: bool) -> Tiles:
+def streaming_tiles(prototypes: int, rows_first: bool, rows: int = 0, groups: int = 1,
+                    device: torch.device | None = None) -> Tiles:
     """Tiles of the kernels that stream stored scores (memory-bound, no matmul).
 
-    Row kernels (``rows_first``) read whole rows: 16 rows × up to 256 columns per step. Column
-    kernels read a 64-wide column strip, 32 rows per step (256 contiguous bytes of fp32 per row).
+    Row kernels (``rows_first``) read whole rows: up to 16 rows × up to 256 columns per step, fewer rows
+    per program where the ``rows`` of each of the ``groups`` are too few to give every multiprocessor a
+    program (down to 2). Column kernels read a 128-wide column strip, 32 rows per step (256 contiguous
+    bytes of bf16, 512 of fp32, per row).
     """
     if rows_first:
-        return Tiles(16, min(256, max(16, next_power_of_2(prototypes))), 16, 4, 2)
-    return Tiles(32, min(64, max(16, next_power_of_2(prototypes))), 16, 4, 2)
+        block_rows = 16
+        if device is not None:
+            one_wave = target_programs(device) // 2
+            while block_rows > 2 and groups * cdiv(rows, block_rows) < one_wave:
+                block_rows //= 2
+        return Tiles(block_rows, min(256, max(16, next_power_of_2(prototypes))), 16, 4, 2)
+    return Tiles(32, min(128, max(16, next_power_of_2(prototypes))), 16, 4, 2)
 
 
 def sinkhorn_tiles(kernel: str, recompute: bool, dim: int, dtype: torch.dtype, precision: str, rows: int,
-                   prototypes: int, device: torch.device, arch: int | None = None) -> Tiles:
-    """Tiles of the Sinkhorn ``kernel`` ("column", "row" or "codes") over ``rows`` rows in all."""
+                   prototypes: int, device: torch.device, arch: int | None = None, groups: int = 1) -> Tiles:
+    """Tiles of the Sinkhorn ``kernel`` ("column", "row" or "codes") over ``rows`` rows in all (of
+    ``groups`` problems)."""
     if recompute:
         return matmul_tiles(kernel, dim, dtype, precision, rows, device, arch)
-    return streaming_tiles(prototypes, rows_first=kernel != "column")
+    return streaming_tiles(prototypes, kernel != "column", cdiv(rows, groups), groups, device)
 
 
 def column_splits(tiles: Tiles, groups: int, rows: int, prototypes: int, device: torch.device) -> int:
