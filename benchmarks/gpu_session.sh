@@ -77,15 +77,15 @@ done
 # (files + -k on parameter ids that exist; tests/test_gpu_session_script.py collects each on a CPU and
 # asserts it selects >= 1 test, and every step re-checks that before it runs)
 SEL_KERNEL_TESTS=(tests/test_triton_*.py tests/test_cuda_*.py)
-# dtype2 = bfloat16; shape1 / case1: ragged shapes (K = 3001, B = 37, ...); plus the CUDA loss end to end
+# every CUDA kernel on shapes ragged against its blocking (bf16; the scaling in fp32), plus the CUDA loss end to end
 SEL_SANITIZER=(tests/test_cuda_kernels.py tests/test_cuda_loss.py
-               -k "(dtype2 and (shape1 or case1)) or paths_are_bitwise_reproducible")
+               -k "(bf16 and ragged) or ragged_scale or paths_are_bitwise_reproducible")
 # racecheck and initcheck (initcheck alone overran 161 s on SEL_SANITIZER beside the other steps): one
-# bf16 test per CUDA kernel (column init, row step with codes and sums, scoring +- output, softmax
-# prototype gradient, cross-entropy forward and backward), ragged shapes, no torch loss around them
-SEL_SANITIZER_HEAVY=(tests/test_cuda_kernels.py -k "dtype2 and (shape1 or case1) and not 30.0 and (flags4 or not flags)")
+# bf16 test per CUDA kernel (the Sinkhorn's column step, row step and codes in one test; the swapped
+# loss with its gradient; the queue shift; the gradients' scaling), ragged shapes, no torch loss around them
+SEL_SANITIZER_HEAVY=(tests/test_cuda_kernels.py -k "(bf16 and ragged and not accumulate and not fp32) or ragged_scale")
 SEL_SANITIZER_FULL=(tests/test_cuda_kernels.py tests/test_cuda_loss.py
-                    -k "shape1 or shape3 or case1 or case3 or paths_are_bitwise_reproducible")
+                    -k "ragged or case3 or paths_are_bitwise_reproducible")
 SEL_ALL_TESTS=(tests)
 SELECTIONS=(SEL_KERNEL_TESTS SEL_SANITIZER SEL_SANITIZER_HEAVY SEL_SANITIZER_FULL SEL_ALL_TESTS)
 

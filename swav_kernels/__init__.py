@@ -11,7 +11,7 @@ from .registry import _load_backends, backend_names, backend_status, register_ba
 from .cuda.backend import CUDA_BACKEND
 from .triton.backend import TRITON_BACKEND
 
-# "auto" takes the first available in rank order; Triton first until GPU measurements say otherwise
+# "auto" picks per shape by the rule table of auto_rules.py; the ranks order backends it does not name
 register_backend("triton", lambda: TRITON_BACKEND, auto_rank=0)
 register_backend("cuda", lambda: CUDA_BACKEND, auto_rank=1)
 _load_backends("reference", "triton", "cuda")  # built already: nothing for a torch.compile trace to load

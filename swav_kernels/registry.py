@@ -1,9 +1,10 @@
 """Backend registry: names → lazily constructed backends, and the ``"auto"`` choice.
 
 Kernel backends register a loader (so importing ``swav_kernels`` never imports triton or
-the CUDA extension) and a rank for ``"auto"``: on a device where a registered backend
-applies, the best-ranked one is used; elsewhere ``"auto"`` falls back to the reference
-and says so once per reason.
+the CUDA extension) and a rank for ``"auto"``: on a device where registered backends apply,
+each call runs on the one the rule table of ``swav_kernels.auto_rules`` picks for its shape
+(the others by rank); elsewhere ``"auto"`` falls back to the reference and says so once per
+reason.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from .auto_rules import AutoBackend
 from .backend import Backend
 
 _LOADERS: dict[str, Callable[[], Backend]] = {"reference": Backend}
@@ -147,12 +149,15 @@ def _resolve(name: str, device: torch.device, dtype: torch.dtype) -> Backend:
         message = (f"swav_kernels: kernel backends run on CUDA tensors; using the pure-PyTorch reference "
                    f"for {device.type} tensors")
     else:
-        reasons = []
+        reasons, available = [], {}
         for candidate in sorted(_AUTO_RANK, key=_AUTO_RANK.get):
             reason = unavailable_reason(candidate, device, dtype)
             if reason is None:
-                return _INSTANCES[candidate]
-            reasons.append(f"{candidate}: {reason}")
+                available[candidate] = _INSTANCES[candidate]
+            else:
+                reasons.append(f"{candidate}: {reason}")
+        if available:  # the backend of each call is chosen by its shape (swav_kernels/auto_rules.py)
+            return AutoBackend(available)
         message = (f"swav_kernels: no kernel backend applies to {dtype} tensors on {device}; using the "
                    "pure-PyTorch reference" + (f" ({'; '.join(reasons)})" if reasons else ""))
     if message not in _WARNED:

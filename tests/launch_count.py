@@ -2,14 +2,17 @@
 
 ``DeviceWork`` is a dispatch mode that records every ATen op that reaches it, except those run
 inside a Triton kernel launch (the interpreter computes kernels with torch ops of its own), and
-counts each Triton launch (interpreted under ``TRITON_INTERPRET=1``, compiled on a GPU) once. An ATen op counts as a
-device launch unless it only makes a view or allocates memory. Separately it records what would
-make the host wait for the device or build host tensors per call: ``.item()`` and friends,
-branches on a tensor's value, and tensors made from Python data.
+counts each Triton launch (interpreted under ``TRITON_INTERPRET=1``, compiled on a GPU) once, and
+each launch of a CUDA kernel of csrc/ run by the CPU emulation (tests/cuda_emulation: pybind calls,
+not torch ops; the emulated module logs the kernels it launches, read here in order). An ATen op
+counts as a device launch unless it only makes a view or allocates memory. Separately it records
+what would make the host wait for the device or build host tensors per call: ``.item()`` and
+friends, branches on a tensor's value, and tensors made from Python data.
 """
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -37,9 +40,16 @@ class DeviceWork:
         self._inside_kernel = 0
         self._mode = _Mode(self)
 
+    def _take_emulated_launches(self) -> None:
+        """The CUDA kernels the emulation ran since the last look, in order (``cuda:<kernel>``)."""
+        module = sys.modules.get("swav_kernels_emulated")
+        if module is not None:
+            self.launches.extend(f"cuda:{name}" for name in module.emulated_launches())
+
     def record(self, func, args, kwargs) -> None:
         if self._inside_kernel:
             return
+        self._take_emulated_launches()
         name = str(func.overloadpacket.__name__)
         if func in SYNCS:
             self.syncs.append(name)
@@ -62,7 +72,14 @@ class DeviceWork:
             self._inside_kernel -= 1
 
     def __enter__(self):
-        from triton.runtime.interpreter import InterpretedFunction
+        self._take_emulated_launches()
+        self.launches.clear()  # launched before this block
+        self._patched = []
+        try:
+            from triton.runtime.interpreter import InterpretedFunction
+        except ImportError:  # no triton: the CUDA emulation's and ATen's launches are still counted
+            self._mode.__enter__()
+            return self
         from triton.runtime.jit import JITFunction
 
         from swav_kernels.triton import launcher
@@ -88,6 +105,7 @@ class DeviceWork:
         return self
 
     def __exit__(self, *exc):
+        self._take_emulated_launches()
         for owner, name, original in self._patched:
             setattr(owner, name, original)
         return self._mode.__exit__(*exc)

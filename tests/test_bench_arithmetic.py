@@ -33,15 +33,24 @@ def test_matmul_passes_per_peer():
         assert algorithm_flops(peer, shape, "loss", "fwd") == (2048 + 7680) * flop
     # fused: 2T = 6 Sinkhorn passes over |A|·(L+B) = 8192 rows, codes·C over |A|·B = 512,
     # scores + lse and softmax·C over 2048 (gradients on), ∂C recompute + softmaxᵀ·Z over 2048
-    for peer in ("triton", "cuda", "triton-graph"):
+    for peer in ("triton", "triton-graph"):
         rows = [m for _, m in matmul_passes(peer, shape, "loss", "fwd+bwd")]
         assert rows == [8192] * 6 + [512, 2048, 2048, 2048, 2048]
         assert algorithm_flops(peer, shape, "loss", "fwd+bwd") == (6 * 8192 + 512 + 4 * 2048) * flop
         assert algorithm_flops(peer, shape, "loss", "fwd") == (6 * 8192 + 512 + 2 * 2048) * flop
     assert algorithm_flops("triton", shape, "loss", "fwd+bwd", iterations=0) == (512 + 4 * 2048) * flop
+    # the CUDA backend: Sinkhorn scores of the batch and queue rows once, then scores, ∂Z, ∂C on the library
+    # (the gradients' matmuls run in the forward: the same passes for fwd and fwd+bwd, at any T)
+    for peer in ("cuda", "cuda-graph"):
+        rows = [m for _, m in matmul_passes(peer, shape, "loss", "fwd+bwd")]
+        assert rows == [512, 7680, 2048, 2048, 2048]
+        assert algorithm_flops(peer, shape, "loss", "fwd") == algorithm_flops(peer, shape, "loss", "fwd+bwd",
+                                                                             iterations=0)
+        assert algorithm_flops(peer, shape, "loss", "fwd+bwd") == useful_flops(shape, "loss", "fwd+bwd") + 512 * flop
+    assert matmul_passes("cuda", shape, "scores-lse", "fwd") is None
     # scores-lse: fused 2 forward (+2 backward), materialised 1 (+2)
-    assert algorithm_flops("cuda", shape, "scores-lse", "fwd") == 2 * 2048 * flop
-    assert algorithm_flops("cuda", shape, "scores-lse", "fwd+bwd") == 4 * 2048 * flop
+    assert algorithm_flops("triton", shape, "scores-lse", "fwd") == 2 * 2048 * flop
+    assert algorithm_flops("triton", shape, "scores-lse", "fwd+bwd") == 4 * 2048 * flop
     assert algorithm_flops("plain", shape, "scores-lse", "fwd+bwd") == 3 * 2048 * flop
     assert matmul_passes("triton", shape, "sinkhorn", "fwd") == [] and algorithm_flops("triton", shape, "sinkhorn", "fwd") is None
     assert matmul_passes("triton", shape, "attention", "fwd") is None

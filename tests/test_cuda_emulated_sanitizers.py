@@ -38,21 +38,21 @@ def test_kernels_are_clean_under_sanitizer(sanitizer):
     assert result.stdout.splitlines()[-1] == "all kernels ran"
 
 
-ROW_STEP_UNITS = ["sinkhorn/row_step.cu", "common/partials.cu", "common/launch.cpp"]
+COLUMN_STEP_UNITS = ["sinkhorn/columns.cu", "common/launch.cpp"]
 
 
 def test_thread_sanitizer_reports_a_removed_barrier():
     """The check above is only worth its time if ThreadSanitizer sees a missing barrier through the
-    emulation: sinkhorn_row_step as it is runs clean; a copy without its __syncthreads (between the
-    warps' shared-memory writes and every thread's reads) is reported as a data race in that kernel."""
+    emulation: sinkhorn_columns as it is runs clean; a copy without its __syncthreads (between the
+    warps' shared-memory writes and warp 0's reads) is reported as a data race in that kernel."""
     driver = emulation.HERE / "race_driver.cpp"
-    intact = emulation.build_sanitized_program("thread", driver, ROW_STEP_UNITS)
-    broken = emulation.build_sanitized_program("thread", driver, ROW_STEP_UNITS,
-                                               remove_first=("sinkhorn/row_step.cu", "__syncthreads();"))
+    intact = emulation.build_sanitized_program("thread", driver, COLUMN_STEP_UNITS)
+    broken = emulation.build_sanitized_program("thread", driver, COLUMN_STEP_UNITS,
+                                               remove_first=("sinkhorn/columns.cu", "__syncthreads();"))
     env = {**os.environ, "TSAN_OPTIONS": "halt_on_error=0"}
     clean = subprocess.run([str(intact)], capture_output=True, text=True, env=env, timeout=600)
     assert clean.returncode == 0 and "ThreadSanitizer" not in clean.stderr, clean.stderr[-4000:]
     racy = subprocess.run([str(broken)], capture_output=True, text=True, env=env, timeout=600)
     assert racy.returncode != 0, racy.stderr[-4000:]
     assert "WARNING: ThreadSanitizer: data race" in racy.stderr
-    assert "sinkhorn_row_step_kernel" in racy.stderr, racy.stderr[-4000:]
+    assert "sinkhorn_columns_kernel" in racy.stderr, racy.stderr[-4000:]

@@ -115,11 +115,32 @@ def test_fused_and_drop_in_paths_are_bitwise_reproducible():
                 assert torch.equal(a, b)
 
 
-def test_auto_prefers_a_kernel_backend_on_gpu():
+def test_auto_picks_a_kernel_backend_per_shape_on_gpu():
+    from swav_kernels.auto_rules import AutoBackend
     from swav_kernels.registry import resolve_backend
 
     chosen = resolve_backend("auto", torch.device("cuda"), torch.float32)
-    assert chosen.name in ("triton", "cuda")
+    assert isinstance(chosen, AutoBackend)
+    assert chosen.choose(3000).name in ("triton", "cuda") and chosen.choose(65536).name in ("triton", "cuda")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_chunked_loss_and_recomputed_queue_scores_match_reference(dtype):
+    """Budgets that cut the loss into chunks of 3 images and recompute the queue's scores in chunks:
+    the out_dtype matmuls on cuBLAS, the ∂C products added chunk by chunk."""
+    from swav_kernels import register_backend
+    from swav_kernels.cuda.backend import CudaBackend
+    from swav_kernels.cuda.plans import Budget
+
+    chunked = CudaBackend(name="cuda_chunked", budget=Budget(queue_scores_bytes=1024, chunk_bytes=8 * 3 * 300 * 6))
+    register_backend("cuda_chunked", lambda: chunked)
+    p = make_problem(n_crops=8, batch=10, prototypes=300, dim=64, queue=20)
+    inputs = _inputs(p, dtype, False)
+    got = _loss_and_grads(inputs, 8, (0, 1), 3, "cuda_chunked")
+    expected = _loss_and_grads(_upcast(inputs, _reference_precision(dtype)), 8, (0, 1), 3, "reference")
+    assert rel_err(got[0], expected[0]) <= LOSS_TOL[dtype]
+    for actual, ref in zip(got[1:], expected[1:]):
+        assert rel_err(actual, ref) <= GRAD_TOL[dtype]
 
 
 def test_compiled_training_step_on_cuda_backend():
@@ -139,3 +160,19 @@ def test_compiled_training_step_on_cuda_backend():
     assert rel_err(loss, expected) <= 1e-5
     assert rel_err(z.grad, z_ref.grad) <= 1e-4
     assert rel_err(c.grad, c_ref.grad) <= 1e-4
+
+
+def test_fp32_matmuls_follow_allow_tf32_as_torch_mm_does():
+    p = make_problem(n_crops=4, batch=16, prototypes=300, dim=64)
+    z, c, _ = _on_gpu(p, torch.float32)
+    before = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        exact = swav_loss(z, c, nmb_crops=4, backend="cuda", **KW)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        tf32 = swav_loss(z, c, nmb_crops=4, backend="cuda", **KW)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+    expected = swav_loss(z.double(), c.double(), nmb_crops=4, backend="reference", **KW)
+    assert rel_err(exact, expected) <= 1e-5
+    assert not torch.equal(exact, tf32)  # TF32 products round their inputs to 10 mantissa bits

@@ -36,10 +36,4 @@ void require_range(int64_t value, const char* name, int64_t low, int64_t high) {
                                              std::to_string(high) + "], got " + std::to_string(value));
 }
 
-void require_workspace(std::uintptr_t workspace, int64_t workspace_floats, int64_t needed) {
-  require(workspace_floats >= needed, "workspace must hold at least " + std::to_string(needed) +
-                                          " float32 values, got " + std::to_string(workspace_floats));
-  if (needed > 0) require_pointer(workspace, "workspace", sizeof(float));
-}
-
 }  // namespace swav

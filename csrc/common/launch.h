@@ -11,6 +11,9 @@
 
 namespace swav {
 
+// Assign crops (Sinkhorn groups) one call takes.
+constexpr int kMaxGroups = 64;
+
 // Element types the kernels accept; Python passes the name of the torch dtype.
 enum class DType { kFloat32, kFloat16, kBFloat16 };
 
@@ -38,9 +41,6 @@ void require_pointer(std::uintptr_t pointer, const char* name, std::size_t align
 
 // `value` must lie in [low, high]; the message names the argument and the range.
 void require_range(int64_t value, const char* name, int64_t low, int64_t high);
-
-// `workspace` must be a float32 buffer of at least `needed` elements (null when none is needed).
-void require_workspace(std::uintptr_t workspace, int64_t workspace_floats, int64_t needed);
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 

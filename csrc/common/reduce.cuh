@@ -25,7 +25,7 @@ __device__ __forceinline__ void lse_add(LogSumExp& acc, float t) {
 
 __device__ __forceinline__ LogSumExp lse_merge(LogSumExp a, LogSumExp b) {
   const float m = fmaxf(a.max, b.max);
-  if (m == -INFINITY) return {m, 0.f};
+  if (m == -INFINITY) return {m, a.sum + b.sum};  // both empty: 0, unless a NaN term was added to either
   return {m, a.sum * expf(a.max - m) + b.sum * expf(b.max - m)};
 }
 

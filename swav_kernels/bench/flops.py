@@ -23,16 +23,21 @@ from .shapes import Shape
 # "scores" for ``<backend>-scores`` (the user's matmul, then ``swav_loss(scores)``); a
 # ``<backend>-graph`` peer replays its backend's fused path and performs the same passes.
 MATERIALISED = ("reference", "reference-compiled", "plain", "plain-compiled")
+# the CUDA backend's fused path (and its graph replay): library matmuls on chunks of rows (DESIGN §2)
+LIBRARY = ("cuda", "cuda-graph")
 
 
 def algorithm(peer: str) -> str:
     """``"materialised"`` (the scores as one matmul, autograd's two backward matmuls),
-    ``"scores"`` (the same matmuls by the user, kernel Sinkhorn and cross-entropy on them) or
-    ``"fused"`` (the kernel backends' fused path, logits never materialised)."""
+    ``"scores"`` (the same matmuls by the user, kernel Sinkhorn and cross-entropy on them),
+    ``"library"`` (the CUDA backend: the same three matmuls on chunks, all in the forward) or
+    ``"fused"`` (the Triton backend's fused path, logits never materialised)."""
     if peer in MATERIALISED:
         return "materialised"
     if peer.endswith("-scores"):
         return "scores"
+    if peer in LIBRARY:
+        return "library"
     return "fused"
 
 
@@ -54,11 +59,17 @@ def matmul_passes(peer: str, shape: Shape, op: str, pass_: str, iterations: int 
                    (scores recomputed from the embeddings),
                    codes·C: |A|·B; scoring + lse + softmax·C:
                    2 passes over V·B (1 without gradients)
+    library        Sinkhorn scores: |A|·B and |A|·L (stored     none (the backward scales ∂Z and ∂C)
+                   once: every benchmark shape fits the budget
+                   of swav_kernels/cuda/plans.py); scores V·B,
+                   ∂Z = ∂S C V·B, ∂C = ∂Sᵀ Z V·B (gradients
+                   on; scores only without)
     =============  ===========================================  ===========================================
 
     ``scores-lse`` (``lse(Z Cᵀ/τ)`` alone): materialised 1 pass forward, +2 backward; fused
     (the kernels' ``scores_logsumexp`` with its softmax·C output, ``softmax_prototype_grad``)
-    2 passes forward, +2 backward. ``sinkhorn`` (codes of given scores): none.
+    2 passes forward, +2 backward; library: not measured (None). ``sinkhorn`` (codes of given
+    scores): none.
 
     The fused rows are the new kernel design's (issue 10, being written): until the kernels
     implement it, "% of peak" of a fused peer is computed from this count, not from a profile.
@@ -69,6 +80,8 @@ def matmul_passes(peer: str, shape: Shape, op: str, pass_: str, iterations: int 
     vb, n_assign, queue = shape.rows, len(shape.crops_for_assign), shape.queue
     backward = pass_ == "fwd+bwd"
     if op == "scores-lse":
+        if kind == "library":
+            return None
         if kind == "fused":
             passes = [("scores + lse + softmax·C", vb), ("softmax·C", vb)]
             return passes + ([("∂C: recompute scores", vb), ("∂C: softmaxᵀ·Z", vb)] if backward else [])
@@ -78,6 +91,10 @@ def matmul_passes(peer: str, shape: Shape, op: str, pass_: str, iterations: int 
     if kind in ("materialised", "scores"):
         passes = [("scores", vb)] + ([("queue scores", n_assign * queue)] if queue else [])
         return passes + ([("∂Z = ∂S C", vb), ("∂C = ∂Sᵀ Z", vb)] if backward else [])
+    if kind == "library":
+        passes = [("Sinkhorn: batch scores", n_assign * shape.batch)]
+        passes += [("Sinkhorn: queue scores", n_assign * queue)] if queue else []
+        return passes + [("scores", vb), ("∂Z = ∂S C", vb), ("∂C = ∂Sᵀ Z", vb)]
     sinkhorn_rows = n_assign * (queue + shape.batch)
     passes = [(f"Sinkhorn pass {n + 1}: recompute scores", sinkhorn_rows) for n in range(2 * iterations)]
     passes += [("codes·C", n_assign * shape.batch), ("scores + lse", vb), ("softmax·C", vb)]

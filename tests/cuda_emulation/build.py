@@ -1,8 +1,9 @@
 """Builds csrc/ for the CPU with the emulation in emu.h, as the Python module
-``swav_kernels_emulated`` (the same bindings as ``swav_kernels._C``).
+``swav_kernels_emulated`` (the same bindings as ``swav_kernels._C``, plus ``emulated_launches()``:
+the names of the kernels launched since its last call).
 
 The sources are copied, every ``kernel<<<config>>>(args)`` becomes
-``::emu::Launch(config).run(kernel, args)``, and g++ compiles the CUDA files as C++20
+``::emu::Launch(config).run("kernel", kernel, args)``, and g++ compiles the CUDA files as C++20
 with emu.h force-included. Builds are cached by a hash of the inputs.
 """
 from __future__ import annotations
@@ -64,9 +65,16 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def _kernel_name(expression: str) -> str:
+    return expression.split("<", 1)[0]
+
+
 def _transform(text: str) -> str:
-    text = LAUNCH.sub(lambda m: f"::emu::Launch({m.group(2)}).run({m.group(1)}, ", text)
-    return text.replace("PYBIND11_MODULE(_C, m)", f"PYBIND11_MODULE({MODULE}, m)")
+    text = LAUNCH.sub(lambda m: f'::emu::Launch({m.group(2)}).run("{_kernel_name(m.group(1))}", {m.group(1)}, ', text)
+    # the emulated module also reports the kernels it launched (tests/launch_count.py counts them)
+    return text.replace("PYBIND11_MODULE(_C, m) {", f"PYBIND11_MODULE({MODULE}, m) {{\n  "
+                        'm.def("emulated_launches", &::emu::take_launches, "Names of the kernels launched since the '
+                        'last call, in order.");')
 
 
 def _prepare(extra_hash: bytes = b"") -> tuple[Path, Path, list[str]]:

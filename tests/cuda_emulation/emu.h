@@ -1,14 +1,11 @@
 // CPU emulation of the CUDA execution model, just enough to run csrc/'s kernels on host
 // memory for tests on machines without a GPU (force-included by build.py, which also turns
-// every `kernel<<<grid, block, smem, stream>>>(args)` into `emu::Launch(...).run(kernel, args)`).
+// every `kernel<<<grid, block, smem, stream>>>(args)` into `emu::Launch(...).run("kernel", kernel, args)`).
 //
 // Blocks run one after another on one OS thread per CUDA thread: __syncthreads is a block barrier,
-// warp shuffles exchange through per-warp slots between two warp barriers, __shared__
-// variables are function statics (blocks run one after another), and WMMA fragments hold
-// the whole 16 × 16 tile in every lane (load/mma/store are computed redundantly; the
-// documented pointer-alignment and ldm rules are checked). It proves indexing, masking,
-// barrier placement and reduction logic; it says nothing about speed, real memory
-// ordering, or the hardware's tensor-core rounding.
+// warp shuffles exchange through per-warp slots between two warp barriers, and __shared__
+// variables are function statics (blocks run one after another). It proves indexing, masking,
+// barrier placement and reduction logic; it says nothing about speed or real memory ordering.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -68,6 +65,17 @@ inline void fail(const std::string& message) {
   if (failure.empty()) failure = message;
 }
 
+// Names of the kernels launched since take_launches() last ran (the launch counter of the tests).
+inline std::mutex launches_mutex;
+inline std::vector<std::string> launches;
+
+inline std::vector<std::string> take_launches() {
+  std::lock_guard<std::mutex> lock(launches_mutex);
+  std::vector<std::string> taken;
+  taken.swap(launches);
+  return taken;
+}
+
 struct Launch {
   dim3 grid, block;
   Launch(dim3 grid_, dim3 block_, std::size_t = 0, cudaStream_t = nullptr) : grid(grid_), block(block_) {}
@@ -75,7 +83,11 @@ struct Launch {
   // One OS thread per CUDA thread, reused for every block; a block barrier separates the
   // blocks, whose __shared__ statics are therefore never in use by two blocks at once.
   template <typename Kernel, typename... Args>
-  void run(Kernel kernel, Args... args) {
+  void run(const char* name, Kernel kernel, Args... args) {
+    {
+      std::lock_guard<std::mutex> lock(launches_mutex);
+      launches.emplace_back(name);
+    }
     const unsigned threads = block.x * block.y * block.z;
     if (threads % 32 != 0 || block.y != 1 || block.z != 1) throw std::runtime_error("emu: blocks must be 1-D warps");
     Block shared_state(threads);
@@ -127,12 +139,6 @@ V shfl_xor(unsigned mask, V value, int lane_mask) {
   return out;
 }
 
-inline void syncwarp() { state.block->warp_barriers[state.thread_idx.x / 32]->arrive_and_wait(); }
-
-inline float as_float(float v) { return v; }
-inline float as_float(__half v) { return __half2float(v); }
-inline float as_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-
 }  // namespace emu
 
 #define threadIdx (::emu::state.thread_idx)
@@ -155,75 +161,3 @@ inline cudaError_t emu_device_count(int* count) {
 #define cudaGetErrorName emu_error_text
 #define cudaGetErrorString emu_error_text
 #define cudaGetDeviceCount emu_device_count
-
-// ---- WMMA --------------------------------------------------------------------------------
-namespace nvcuda {
-namespace wmma {
-
-struct matrix_a {};
-struct matrix_b {};
-struct accumulator {};
-struct row_major {};
-struct col_major {};
-enum layout_t { mem_row_major, mem_col_major };
-
-template <typename Use, int M, int N, int K, typename T, typename Layout = void>
-struct fragment {
-  static constexpr int rows = std::is_same<Use, matrix_b>::value ? K : M;
-  static constexpr int cols = std::is_same<Use, matrix_a>::value ? K : N;
-  float x[rows * cols];
-};
-
-template <typename T>
-void check_operand(const T* pointer, unsigned ld) {
-  if (reinterpret_cast<std::uintptr_t>(pointer) % 32 != 0) ::emu::fail("WMMA pointer not 256-bit aligned");
-  if ((ld * sizeof(T)) % 16 != 0) ::emu::fail("WMMA ldm not a multiple of 16 bytes");
-}
-
-template <typename Use, int M, int N, int K, typename T, typename Layout>
-void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, float value) {
-  for (float& v : f.x) v = value;
-}
-
-template <typename Use, int M, int N, int K, typename T, typename Layout>
-void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const T* pointer, unsigned ld) {
-  check_operand(pointer, ld);
-  using F = fragment<Use, M, N, K, T, Layout>;
-  for (int i = 0; i < F::rows; ++i) {
-    for (int j = 0; j < F::cols; ++j) {
-      const T& v = std::is_same<Layout, col_major>::value ? pointer[j * ld + i] : pointer[i * ld + j];
-      f.x[i * F::cols + j] = ::emu::as_float(v);
-    }
-  }
-  ::emu::syncwarp();  // collective: every lane has read before any lane goes on
-}
-
-template <int M, int N, int K, typename T, typename LA, typename LB>
-void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, T, LA>& a,
-              const fragment<matrix_b, M, N, K, T, LB>& b, const fragment<accumulator, M, N, K, float>& c) {
-  fragment<accumulator, M, N, K, float> result;
-  for (int i = 0; i < M; ++i) {
-    for (int j = 0; j < N; ++j) {
-      float acc = c.x[i * N + j];
-      for (int k = 0; k < K; ++k) acc = std::fma(a.x[i * K + k], b.x[k * N + j], acc);
-      result.x[i * N + j] = acc;
-    }
-  }
-  d = result;
-}
-
-template <int M, int N, int K>
-void store_matrix_sync(float* pointer, const fragment<accumulator, M, N, K, float>& f, unsigned ld, layout_t layout) {
-  check_operand(pointer, ld);
-  if (threadIdx.x % 32 == 0) {
-    for (int i = 0; i < M; ++i) {
-      for (int j = 0; j < N; ++j) {
-        (layout == mem_row_major ? pointer[i * ld + j] : pointer[j * ld + i]) = f.x[i * N + j];
-      }
-    }
-  }
-  ::emu::syncwarp();
-}
-
-}  // namespace wmma
-}  // namespace nvcuda
