@@ -241,4 +241,7 @@ def test_random_problems_agree_with_reference(n_crops, batch, prototypes, dim, q
         loss.backward()
         results[backend] = (loss, z.grad, c.grad)
     for actual, expected in zip(results["triton"], results["reference"]):
-        assert rel_err(actual, expected) <= 1e-4
+        # relative to the reference, or absolute where it is rounding noise around an exact 0 (K = 1: the
+        # loss and its gradients vanish, and both backends return values of 1e-9 or so)
+        absolute = (actual.detach().double().cpu() - expected.detach().double().cpu()).abs().max().item()
+        assert rel_err(actual, expected) <= 1e-4 or absolute <= 1e-6
