@@ -98,6 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host-profile", action="store_true", help="with --host: the top functions (cProfile)")
     parser.add_argument("--host-calls", type=int, default=500, help="with --host: calls per timed repeat")
     parser.add_argument("--host-repeats", type=int, default=9, help="with --host: timed repeats (the best is kept)")
+    parser.add_argument("--plan", action="store_true",
+                        help="measure nothing: print every launch of one fwd+bwd of the Triton backend as a GPU "
+                             "would run it (grid, programs per SM, tiles, registers, spills, shared memory, "
+                             "tensor-core instructions, FLOPs, bytes, roofline time), compiled through Triton's real "
+                             "launch path to a CUDA driver that does nothing; no GPU needed (--shapes, --dtypes, "
+                             "--paths, --arch, --sms, --allow-tf32, --json)")
+    parser.add_argument("--paths", nargs="+", choices=("fused", "scores"), default=["fused", "scores"],
+                        help="with --plan: the fused path (embeddings, prototypes) and/or the scores path")
+    parser.add_argument("--arch", type=int, choices=(90, 80), default=90,
+                        help="with --plan: the GPU architecture compiled for, sm_90 (H100/H200) or sm_80 (A100)")
+    parser.add_argument("--sms", type=int, default=None,
+                        help="with --plan: multiprocessors of that GPU (default: 132 for sm_90, 108 for sm_80)")
+    parser.add_argument("--json", action="store_true", help="with --plan: print the reports as JSON")
     parser.add_argument("--from-json", type=pathlib.Path, metavar="RESULTS_JSON",
                         help="measure nothing: print the table and draw the plots of an earlier run's results.json")
     return parser
@@ -177,6 +190,8 @@ def main(argv=None) -> int:
         if not args.from_json.is_file():
             parser.error(f"--from-json: no such file {str(args.from_json)!r}")
         return _from_json(args)
+    if args.plan:
+        return _plan(parser, args)
     if args.host:
         from . import host
 
@@ -197,6 +212,28 @@ def main(argv=None) -> int:
     finally:  # main() may be called in-process (tests): leave torch as it was
         torch.set_num_threads(threads)
         torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
+def _plan(parser: argparse.ArgumentParser, args) -> int:
+    """``--plan``: the launch plans of the Triton backend (``plan``), after checking the options."""
+    from . import plan
+
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        parser.error("--plan compiles the kernels for a GPU through Triton's real launch path: unset TRITON_INTERPRET")
+    if torch.cuda.is_available():
+        parser.error("--plan runs Triton's launch path on a CUDA driver that does nothing, which cannot share a "
+                     "process with a real one: run it where no GPU is visible")
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        parser.error("--plan needs triton installed")
+    shapes = list(NAMED_SHAPES) if args.shapes is None else args.shapes
+    unknown = [s for s in shapes if s not in NAMED_SHAPES]
+    if unknown:
+        parser.error(f"--shapes: unknown shape(s) {unknown} for --plan; choose from {list(NAMED_SHAPES)}")
+    if args.sms is not None and args.sms < 1:
+        parser.error("--sms must be >= 1")
+    return plan.main(shapes, args.dtypes, args.paths, args.arch, args.sms, args.allow_tf32, args.json)
 
 
 def _run(parser: argparse.ArgumentParser, args, device: torch.device) -> int:
