@@ -1,6 +1,6 @@
 """swav-bench's launch-plan arithmetic on the CPU: the cost model of each kernel family, the roofline,
-the reading of compiled kernels (ptxas -v, cuobjdump, tensor-core instructions in PTX), on numbers
-checked by hand. The plans themselves,
+the reading of compiled kernels (ptxas -v, cuobjdump, tensor-core instructions in PTX), the per-kernel
+rates against measured ceilings and their table, on numbers checked by hand. The plans themselves,
 compiled for sm_90 and sm_80 through the null driver, are tests/test_triton_compile.py's."""
 import shutil
 import subprocess
@@ -8,8 +8,9 @@ import subprocess
 import pytest
 import torch
 
-from swav_kernels.bench.cli import main
-from swav_kernels.bench.hardware import device_peaks
+from swav_kernels.bench.cli import ceilings_line, ceilings_meta, main
+from swav_kernels.bench.hardware import CopyRate, MatmulRate, device_peaks
+from swav_kernels.bench.kernel_times import format_kernel_section, kernel_rows, sum_kernel_events
 from swav_kernels.bench.plan import (Cost, LaunchReport, PlanReport, findings, format_report, launch_cost,
                                      matmul_peak_tflops, roofline_us)
 from swav_kernels.bench.shapes import NAMED_SHAPES
@@ -170,6 +171,52 @@ def test_ptxas_and_cuobjdump_read_a_kernel(tmp_path):
     assert cubin_resources(cubin.read_bytes()) == (registers, 0)
 
 
+def test_kernel_rates_against_measured_ceilings():
+    calls = 5
+    events = []
+    for _ in range(calls):
+        events += [("_column_step_kernel", 80.0)] * 3 + [("_scores_loss_kernel", 9.0), ("Memset (Device)", 1.0)]
+    times = sum_kernel_events(events, calls)
+    assert times == {"_column_step_kernel": (3, 240.0), "_scores_loss_kernel": (1, 9.0), "Memset (Device)": (1, 1.0)}
+    column = Cost((("scores", 8192),) * 3, 3 * 6_291_456_000, 3 * 3_009_152)
+    stream = Cost((), 0, 18_456_576)
+    costs = {"_column_step_kernel": (3, column), "_scores_loss_kernel": (1, stream)}
+    mm = MatmulRate("bfloat16", 8192, 128, 3000, False, 0.0157)
+    copy = CopyRate(2**30, 0.55)
+    asked = []
+    rows = kernel_rows(times, costs, lambda r: asked.append(r) or mm, copy)
+    assert asked == [8192]  # the ceiling of a matmul kernel is torch.mm at its own rows
+    first, second, third = rows
+    assert first["rate"] == pytest.approx(3 * 6_291_456_000 / 240e-6 / 1e12)  # 78.6 TFLOP/s
+    assert mm.tflops == pytest.approx(2 * 8192 * 128 * 3000 / 0.0157e-3 / 1e12)  # 400.7
+    assert first["pct_of_ceiling"] == pytest.approx(100 * first["rate"] / mm.tflops) and first["unit"] == "TFLOP/s"
+    assert copy.gbps == pytest.approx(2 * 2**30 / 0.55e-3 / 1e9)  # 3905 GB/s
+    assert second["rate"] == pytest.approx(18_456_576 / 9e-6 / 1e9) and second["unit"] == "GB/s"  # 2051 GB/s
+    assert second["pct_of_ceiling"] == pytest.approx(100 * second["rate"] / copy.gbps)
+    assert third["flops"] is None and third["rate"] is None and third["us"] == 1.0
+    record = dict(shape="swav-1gpu", dtype="bfloat16", peer="triton", kernel_times=rows, **{"pass": "fwd+bwd"})
+    lines = format_kernel_section([record], "cuda:0")
+    assert lines[0].startswith("per-kernel device time") and "60 %" in lines[0]
+    body = [line.split() for line in lines[3:]]
+    assert body[0][:7] == ["swav-1gpu", "bfloat16", "fwd+bwd", "triton", "_column_step_kernel", "3", "240.0"]
+    assert f"{first['pct_of_ceiling']:.1f}" in body[0] and "18.9" in body[0]
+    assert f"{second['pct_of_ceiling']:.1f}" in body[1] and "18.5" in body[1]
+    assert format_kernel_section([record], "cpu")[0].endswith("not measured on cpu (they need the GPU's profiler "
+                                                              "and timers)")
+
+
+def test_ceilings_in_the_results():
+    cpu = ceilings_meta(torch.device("cpu"), None, None, {})
+    assert cpu == {"measured": False, "why": "not measured on cpu"}
+    assert ceilings_line({"ceilings": cpu}) == ("ceilings (device copy, torch.mm at the shapes' sizes): not "
+                                                "measured on cpu")
+    mm = MatmulRate("bfloat16", 2048, 128, 3000, False, 0.005)
+    gpu = ceilings_meta(torch.device("cuda"), CopyRate(2**30, 0.55), None, {("bf16", 2048): mm, ("x", 1): None})
+    assert gpu["copy"]["gbps"] == pytest.approx(2 * 2**30 / 0.55e-3 / 1e9) and len(gpu["matmul"]) == 1
+    line = ceilings_line({"ceilings": gpu})
+    assert "device copy 1024 MiB: 3905 GB/s" in line and "torch.mm bfloat16 2048×128×3000: 315 TFLOP/s" in line
+
+
 def test_plan_refuses_the_interpreter(monkeypatch, capsys):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     with pytest.raises(SystemExit) as exit_:
@@ -194,3 +241,28 @@ def test_ptxas_is_where_triton_keeps_it():
 
     assert shutil.which(_ptxas_path(90)) and shutil.which(_tool("cuobjdump"))
 
+
+def test_plan_costs_of_a_plan_the_host_path_built():
+    # a real plan (Triton's interpreter here): the cost model summed per kernel name, the backward's
+    # launches only with backward=True; quick-queue: |A| = 2, N = 10 + 6, B = 6, M = 24, K = 50, D = 16
+    pytest.importorskip("triton")
+    from swav_kernels import loss as loss_module
+    from swav_kernels.bench.host import _step
+    from swav_kernels.bench.kernel_times import plan_costs
+    from swav_kernels.bench.shapes import QUICK_SHAPES
+
+    shape = QUICK_SHAPES["quick-queue"]
+    flop = 2 * 50 * 16
+    loss_module._PREPARED.clear()
+    try:
+        _step(shape, "fused", "cpu", torch.float32)()
+        (plan,) = loss_module._PREPARED.values()
+    finally:
+        loss_module._PREPARED.clear()
+    costs = plan_costs(plan, shape, torch.float32, backward=True)
+    assert {name: (count, cost.flops) for name, (count, cost) in costs.items()} == {
+        "_column_step_kernel": (3, 3 * 32 * flop), "_row_step_kernel": (3, 3 * 32 * flop),
+        "_codes_kernel": (1, 2 * 12 * flop),  # scores and codes·C (fp32: one product) over |A|·B rows
+        "_loss_forward_kernel": (1, 2 * 24 * flop), "_backward_kernel": (1, 2 * 24 * flop)}
+    assert costs["_column_step_kernel"][1].rows == 32 and costs["_codes_kernel"][1].rows == 12
+    assert "_backward_kernel" not in plan_costs(plan, shape, torch.float32, backward=False)
