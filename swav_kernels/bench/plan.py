@@ -28,7 +28,8 @@ loss forward  2 over M (1 without the output)        z M·D·e + C; mass + proje
                                                      output M·D·4 out; split partials out and back
 backward      2 over M (scores again, ∂C)            z, C, codes, mass + projection, lse, output in;
                                                      ∂z M·D·e and ∂C K·D·e out; ∂C partials 2·S·K·D·4
-scores loss   none (memory-bound)                    scores M·K·e + codes G·B·K·4 in; 3·M·4 out
+scores loss   none (memory-bound)                    scores M·K·e + codes G·B·K·4 in; lse and weight
+                                                     2·M·4 out, a share of the loss per program
 scores grad   none (memory-bound)                    scores M·K·e + codes + 2·M·4 in; ∂s M·K·e out
 ============  =====================================  ==================================================
 
@@ -146,8 +147,8 @@ def launch_cost(kernel: str, constexprs: dict, grid: tuple, scalars: dict, shape
         splits = int(scalars.get("splits", 1))
         if splits > 1:
             moved += 2 * splits * k * d * F32
-    elif family == "scores loss":
-        moved = m * k * e + groups * batch * k * F32 + 3 * m * F32
+    elif family == "scores loss":  # lse and weight out, one share of the loss per program (added by the last)
+        moved = m * k * e + groups * batch * k * F32 + 2 * m * F32 + 2 * grid[0] * F32
     else:  # scores grad
         moved = 2 * m * k * e + groups * batch * k * F32 + 2 * m * F32
     flops = sum(2 * rows * k * d for _, rows in passes)
