@@ -267,3 +267,40 @@ def test_plan_costs_of_a_plan_the_host_path_built():
         "_loss_forward_kernel": (1, 2 * 24 * flop), "_backward_kernel": (1, 2 * 24 * flop)}
     assert costs["_column_step_kernel"][1].rows == 32 and costs["_codes_kernel"][1].rows == 12
     assert "_backward_kernel" not in plan_costs(plan, shape, torch.float32, backward=False)
+
+
+def test_kernel_breakdown_finds_the_plan_and_measures_each_ceiling_once(monkeypatch):
+    # the GPU glue of runner.kernel_breakdown on the CPU: the plan the call ran (Triton's interpreter),
+    # profiler events and torch.mm timings replaced by synthetic ones
+    pytest.importorskip("triton")
+    from swav_kernels import loss as loss_module
+    from swav_kernels.bench import runner
+    from swav_kernels.bench.host import _step
+    from swav_kernels.bench.shapes import QUICK_SHAPES, Case
+
+    shape = QUICK_SHAPES["quick-queue"]  # |A|·N = 32 Sinkhorn rows, |A|·B = 12, M = 24, K = 50, D = 16
+    flop = 2 * 50 * 16
+    events = [("_column_step_kernel", 10.0)] * 15 + [("_backward_kernel", 20.0)] * 5 + [("Memset (Device)", 1.0)] * 5
+    monkeypatch.setattr(runner, "profile_device_events", lambda fn, device, calls: events)
+    measured = []
+
+    def mm(device, dtype, rows, dim, prototypes, warmup_ms, rep_ms):
+        measured.append(rows)
+        return MatmulRate("float32", rows, dim, prototypes, False, 1e-5)
+
+    monkeypatch.setattr(runner, "measure_mm_rate", mm)
+    settings = runner.Settings(device=torch.device("cpu"), copy_rate=CopyRate(2**30, 0.5))
+    case = Case(shape, "float32", "loss", ("fwd+bwd",))
+    try:
+        rows = runner.kernel_breakdown(_step(shape, "fused", "cpu", torch.float32), case, "fwd+bwd", settings)
+        runner.kernel_breakdown(_step(shape, "fused", "cpu", torch.float32), case, "fwd+bwd", settings)
+    finally:
+        loss_module._PREPARED.clear()
+    column, backward, memset = rows
+    assert (column["kernel"], column["launches"], column["us"]) == ("_column_step_kernel", 3, 30.0)
+    assert column["flops"] == 3 * 32 * flop and column["unit"] == "TFLOP/s"
+    assert column["ceiling"] == "torch.mm 32×16×50 5 TFLOP/s" and column["ceiling_rate"] == pytest.approx(
+        2 * 32 * 16 * 50 / 1e-8 / 1e12)  # 5.12
+    assert backward["flops"] == 2 * 24 * flop and backward["rate"] == pytest.approx(2 * 24 * flop / 20e-6 / 1e12)
+    assert memset["flops"] is None
+    assert measured == [32, 24]  # each size once in a run, however many rows ask for it
