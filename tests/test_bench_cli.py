@@ -24,7 +24,7 @@ RECORD_KEYS = {
     "status", "reason", "first_call_ms", "samples_ms", "n_samples", "median_ms", "iqr_ms", "peak_bytes",
     "input_bytes", "memory_ratio_vs_reference", "speedup_vs_reference", "speedup_vs_reference_compiled",
     "speedup_vs_plain_compiled", "max_rel_err_vs_reference", "kernels", "memcpy", "memset", "flops", "tflops",
-    "algorithm_flops", "algorithm_tflops", "bytes", "tbps", "pct_of_peak",
+    "algorithm_flops", "algorithm_tflops", "bytes", "tbps", "pct_of_peak", "kernel_times", "kernel_times_error",
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -76,6 +76,10 @@ def test_quick_run_succeeds_and_prints_the_table(quick_run):
     assert "% peak: not computed on cpu" in text
     targets = [line for line in lines if line.startswith("target: ")]
     assert len(targets) == 14 and all("not measured in this run" in t for t in targets)
+    # the per-kernel section and its ceilings need the GPU's profiler and timers
+    assert ("per-kernel times, device-copy bandwidth and torch.mm at the shapes' sizes: not measured on cpu "
+            "(they need the GPU's profiler and timers)") in lines
+    assert "ceilings (device copy, torch.mm at the shapes' sizes): not measured on cpu" in lines
 
 
 def test_quick_run_json_holds_every_sample(quick_run):
@@ -111,9 +115,11 @@ def test_quick_run_json_holds_every_sample(quick_run):
     assert {r["peer"] for r in data["results"]} >= {"reference", "reference-compiled", "plain", "plain-compiled"}
     for r in data["results"]:
         assert r["kernels"] is None and r["pct_of_peak"] is None  # not counted, no peak on a CPU
+        assert r["kernel_times"] is None  # no per-kernel profile on a CPU
         if r["op"] == "loss" and r["pass"] == "fwd+bwd" and r["peer"] != "plain-compiled":
             assert r["speedup_vs_plain_compiled"] > 0
     assert data["measured_peaks"] == {}
+    assert data["ceilings"] == {"measured": False, "why": "not measured on cpu"}
 
 
 def test_quick_run_draws_valid_pngs(quick_run):

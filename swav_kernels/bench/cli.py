@@ -4,8 +4,11 @@ Runs the DESIGN §5 shapes and the K / rows / queue sweeps on every peer (refere
 compiled, the plain user-style loss eager and compiled, each available kernel backend's fused
 path, scores path and CUDA-graph replay), prints one table with the targets of DESIGN §5a under
 it, and writes ``results.json`` (every raw sample), ``table.txt`` and PNG plots. On a GPU it first
-measures the bf16 (and fp32) matmul rate, which "% peak" divides by, and counts the device
-kernels of every call with ``torch.profiler``.
+measures the bf16 (and fp32) matmul rate, which "% peak" divides by, and the device-copy bandwidth;
+it counts the device kernels of every call with ``torch.profiler`` and, for the kernel backends'
+fused and scores rows, times each kernel against ``torch.mm`` at the shape's own product sizes or
+against the copy (``kernel_times``). ``--plan`` prints the Triton backend's launch plans compiled for
+a GPU, without one (``plan``); ``--host`` measures the host cost of a call (``host``).
 
 Every row is checked against the reference on the upcast inputs (``accuracy``, DESIGN §4). Exit
 status: 0; 1 when a row of this package's backends failed (a wrong result, NaN, or an error such
@@ -26,7 +29,8 @@ import torch
 
 from ..registry import backend_names, backend_status
 from .accuracy import is_ours, truth_words
-from .hardware import device_peaks, measure_matmul_rate
+from .hardware import device_peaks, measure_copy_rate, measure_matmul_rate
+from .kernel_times import format_kernel_section
 from .peers import BUILTIN_PEERS, GRAPH_SUFFIX, SCORES_SUFFIX, available_peer_names
 from .report import device_line, legend_lines, environment, format_table, write_json
 from .targets import target_lines
@@ -84,10 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="norm of the prototypes: scores lie in [-s, s] (s > 4.4 overflows exp(s/0.05))")
     parser.add_argument("--allow-tf32", action="store_true", help="let float32 matmuls use TF32 tensor cores")
     parser.add_argument("--no-peak-measure", action="store_true",
-                        help="on a GPU, skip measuring the matmul rate at start-up (8192³ torch.mm in bf16, and "
-                             "fp32 when measured); %% peak then divides by the datasheet's figure")
+                        help="on a GPU, skip measuring the ceilings: the matmul rate at start-up (8192³ torch.mm in "
+                             "bf16, and fp32 when measured; %% peak then divides by the datasheet's figure), the "
+                             "device-copy bandwidth and torch.mm at each shape's own product sizes")
     parser.add_argument("--no-kernel-count", action="store_true",
                         help="on a GPU, skip counting each call's device kernels with torch.profiler")
+    parser.add_argument("--no-kernel-times", action="store_true",
+                        help="on a GPU, skip the per-kernel times (torch.profiler over 5 calls) of the kernel "
+                             "backends' fused and scores rows")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("swav-bench-results"),
                         help="folder for results.json, table.txt and the PNG plots")
     parser.add_argument("--no-plots", action="store_true")
@@ -98,6 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host-profile", action="store_true", help="with --host: the top functions (cProfile)")
     parser.add_argument("--host-calls", type=int, default=500, help="with --host: calls per timed repeat")
     parser.add_argument("--host-repeats", type=int, default=9, help="with --host: timed repeats (the best is kept)")
+    parser.add_argument("--plan", action="store_true",
+                        help="measure nothing: print every launch of one fwd+bwd of the Triton backend as a GPU "
+                             "would run it (grid, programs per SM, tiles, registers, spills, shared memory, "
+                             "tensor-core instructions, FLOPs, bytes, roofline time), compiled through Triton's real "
+                             "launch path to a CUDA driver that does nothing; no GPU needed (--shapes, --dtypes, "
+                             "--paths, --arch, --sms, --allow-tf32, --json)")
+    parser.add_argument("--paths", nargs="+", choices=("fused", "scores"), default=["fused", "scores"],
+                        help="with --plan: the fused path (embeddings, prototypes) and/or the scores path")
+    parser.add_argument("--arch", type=int, choices=(90, 80), default=90,
+                        help="with --plan: the GPU architecture compiled for, sm_90 (H100/H200) or sm_80 (A100)")
+    parser.add_argument("--sms", type=int, default=None,
+                        help="with --plan: multiprocessors of that GPU (default: 132 for sm_90, 108 for sm_80)")
+    parser.add_argument("--json", action="store_true", help="with --plan: print the reports as JSON")
     parser.add_argument("--from-json", type=pathlib.Path, metavar="RESULTS_JSON",
                         help="measure nothing: print the table and draw the plots of an earlier run's results.json")
     return parser
@@ -177,6 +198,8 @@ def main(argv=None) -> int:
         if not args.from_json.is_file():
             parser.error(f"--from-json: no such file {str(args.from_json)!r}")
         return _from_json(args)
+    if args.plan:
+        return _plan(parser, args)
     if args.host:
         from . import host
 
@@ -199,6 +222,28 @@ def main(argv=None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
+def _plan(parser: argparse.ArgumentParser, args) -> int:
+    """``--plan``: the launch plans of the Triton backend (``plan``), after checking the options."""
+    from . import plan
+
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        parser.error("--plan compiles the kernels for a GPU through Triton's real launch path: unset TRITON_INTERPRET")
+    if torch.cuda.is_available():
+        parser.error("--plan runs Triton's launch path on a CUDA driver that does nothing, which cannot share a "
+                     "process with a real one: run it where no GPU is visible")
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        parser.error("--plan needs triton installed")
+    shapes = list(NAMED_SHAPES) if args.shapes is None else args.shapes
+    unknown = [s for s in shapes if s not in NAMED_SHAPES]
+    if unknown:
+        parser.error(f"--shapes: unknown shape(s) {unknown} for --plan; choose from {list(NAMED_SHAPES)}")
+    if args.sms is not None and args.sms < 1:
+        parser.error("--sms must be >= 1")
+    return plan.main(shapes, args.dtypes, args.paths, args.arch, args.sms, args.allow_tf32, args.json)
+
+
 def _run(parser: argparse.ArgumentParser, args, device: torch.device) -> int:
     cases = plan_cases(args.shapes, args.sweeps, args.ops, args.passes, args.dtypes, quick=args.quick)
     if args.cases is not None:
@@ -219,12 +264,20 @@ def _run(parser: argparse.ArgumentParser, args, device: torch.device) -> int:
                 measured[dtype] = measure_matmul_rate(device, getattr(torch, dtype))
             except Exception as error:  # out of memory on a small or busy GPU, ...
                 measure_errors[dtype] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    copy_rate, copy_error = None, None
+    if device.type == "cuda" and not args.no_peak_measure:
+        print("swav-bench: measuring the device-copy bandwidth (1 GiB device to device)", file=sys.stderr, flush=True)
+        try:
+            copy_rate = measure_copy_rate(device)
+        except Exception as error:
+            copy_error = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
     settings = Settings(device=device, peers=tuple(args.peers) if args.peers else None,
                         warmup_ms=args.warmup_ms, rep_ms=args.rep_ms, min_samples=args.min_samples,
                         max_samples=args.max_samples, seed=args.seed, score_scale=args.score_scale,
                         compile_backend=args.compile_backend, budget_s=args.budget_s, peaks=peaks,
                         measured_rates=measured or None, allow_tf32=torch.backends.cuda.matmul.allow_tf32,
-                        count_kernels=not args.no_kernel_count)
+                        count_kernels=not args.no_kernel_count, kernel_times=not args.no_kernel_times,
+                        measure_ceilings=not args.no_peak_measure, copy_rate=copy_rate)
     backends = {dtype: backend_status(device, getattr(torch, dtype)) for dtype in args.dtypes}
     not_available = {dtype: available_peer_names(device, getattr(torch, dtype))[1] for dtype in args.dtypes}
     meta = {
@@ -250,6 +303,7 @@ def _run(parser: argparse.ArgumentParser, args, device: torch.device) -> int:
         records += case_records
         write_json(json_path, {**meta, "complete": False}, records)  # a killed run keeps what it measured
 
+    meta["ceilings"] = ceilings_meta(device, copy_rate, copy_error, settings.matmul_rates)
     text, plots, notes = _report(meta, records, args.out, draw=not args.no_plots)
     write_json(json_path, {**meta, "complete": True, "plots": plots, "notes": notes}, records)
     print(text)
@@ -257,6 +311,32 @@ def _run(parser: argparse.ArgumentParser, args, device: torch.device) -> int:
     if why:
         print(f"swav-bench: exit {status}: {why}", file=sys.stderr, flush=True)
     return status
+
+
+def ceilings_meta(device: torch.device, copy_rate, copy_error: str | None, matmul_rates: dict) -> dict:
+    """What the per-kernel rates were held to, for ``results.json``: the device copy and every torch.mm size
+    measured (None where not measured: on a CPU, or with --no-peak-measure)."""
+    if device.type != "cuda":
+        return {"measured": False, "why": f"not measured on {device.type}"}
+    copy = None if copy_rate is None else {**dataclasses.asdict(copy_rate), "gbps": copy_rate.gbps}
+    matmuls = [{**dataclasses.asdict(rate), "tflops": rate.tflops}
+               for rate in matmul_rates.values() if rate is not None]
+    return {"measured": True, "copy": copy, "copy_error": copy_error, "matmul": matmuls}
+
+
+def ceilings_line(meta: dict) -> str:
+    """The device copy (DESIGN §5a's bandwidth figure) and the torch.mm sizes measured, in one line."""
+    ceilings = meta.get("ceilings")
+    if ceilings is None:
+        return "ceilings: not in these results (measured by swav-bench from issue 19 on)"
+    if not ceilings.get("measured"):
+        return f"ceilings (device copy, torch.mm at the shapes' sizes): {ceilings.get('why', 'not measured')}"
+    copy = ceilings.get("copy")
+    parts = [f"device copy {copy['size'] / 2**20:.0f} MiB: {copy['gbps']:.0f} GB/s read + written (DESIGN §5a's "
+             "bandwidth)" if copy else f"device copy not measured ({ceilings.get('copy_error') or 'skipped'})"]
+    parts += [f"torch.mm {m['dtype']} {m['rows']}×{m['dim']}×{m['prototypes']}: {m['tflops']:.0f} TFLOP/s"
+              for m in ceilings.get("matmul", [])]
+    return "ceilings: " + "; ".join(parts)
 
 
 def _row_name(r: dict) -> str:
@@ -361,7 +441,9 @@ def _report(meta: dict, records: list[dict], out: pathlib.Path, draw: bool) -> t
     env = meta["environment"]
     allow_tf32 = bool(meta.get("settings", {}).get("allow_tf32") or env.get("allow_tf32"))
     text = "\n".join([format_table(display_order(records)), "", *legend_lines(), peak_line(meta), *notes,
-                      *target_lines(records, allow_tf32), device_line(env),
+                      *target_lines(records, allow_tf32), "",
+                      *format_kernel_section(display_order(records), env["device"]), ceilings_line(meta), "",
+                      device_line(env),
                       f"written: {out / 'results.json'}, {out / 'table.txt'}" + "".join(f", {out / p}" for p in plots)])
     (out / "table.txt").write_text(text + "\n")
     return text, plots, notes

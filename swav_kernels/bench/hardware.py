@@ -120,3 +120,73 @@ def matmul_peak_for(dtype: torch.dtype, allow_tf32: bool, measured: dict | None,
         peak, kind = matmul_peak(datasheet, dtype, allow_tf32)
         return peak, f"datasheet {datasheet.model} {kind} {peak:g} TFLOP/s"
     return None
+
+
+@dataclass(frozen=True)
+class MatmulRate:
+    """``torch.mm`` of ``(rows × dim) @ (dim × prototypes)`` in ``dtype`` on the device: a shape's own
+    product sizes, the ceiling its matmul kernels are held to."""
+
+    dtype: str
+    rows: int
+    dim: int
+    prototypes: int
+    allow_tf32: bool
+    median_ms: float
+
+    @property
+    def tflops(self) -> float:
+        return 2 * self.rows * self.dim * self.prototypes / (self.median_ms / 1e3) / 1e12
+
+    def describe(self) -> str:
+        mode = " TF32" if self.dtype == "float32" and self.allow_tf32 else ""
+        return f"torch.mm {self.rows}×{self.dim}×{self.prototypes}{mode} {self.tflops:.0f} TFLOP/s"
+
+
+@dataclass(frozen=True)
+class CopyRate:
+    """A device-to-device copy of ``size`` bytes: ``2·size`` bytes moved (read + written) per ``median_ms``;
+    what DESIGN §5a's streaming target (≥ 60 %) divides by."""
+
+    size: int
+    median_ms: float
+
+    @property
+    def gbps(self) -> float:
+        return 2 * self.size / (self.median_ms / 1e3) / 1e9
+
+    def describe(self) -> str:
+        return f"device copy of {self.size / 2**20:.0f} MiB {self.gbps:.0f} GB/s (read + written)"
+
+
+def measure_mm_rate(device: torch.device, dtype: torch.dtype, rows: int, dim: int, prototypes: int,
+                    warmup_ms: float = 25.0, rep_ms: float = 100.0) -> MatmulRate | None:
+    """The median time of ``torch.mm`` on random ``(rows × dim)`` and ``(dim × prototypes)`` matrices in
+    ``dtype`` (the benchmark's timer, ``timing.cuda_samples``), with the current TF32 setting; None on a CPU."""
+    from .timing import cuda_samples
+
+    if device.type != "cuda":
+        return None
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(rows, dim, device=device, dtype=dtype, generator=g)
+    b = torch.randn(dim, prototypes, device=device, dtype=dtype, generator=g)
+    samples = cuda_samples(lambda: torch.mm(a, b), device, warmup_ms, rep_ms, min_samples=10, max_samples=200)
+    del a, b
+    return MatmulRate(str(dtype).removeprefix("torch."), rows, dim, prototypes,
+                      bool(torch.backends.cuda.matmul.allow_tf32), statistics.median(samples))
+
+
+def measure_copy_rate(device: torch.device, size: int = 2**30, warmup_ms: float = 25.0,
+                      rep_ms: float = 100.0) -> CopyRate | None:
+    """The median time of copying ``size`` bytes from one device buffer to another (far larger than the L2
+    cache); None on a CPU."""
+    from .timing import cuda_samples
+
+    if device.type != "cuda":
+        return None
+    source = torch.empty(size // 4, device=device, dtype=torch.float32).fill_(1.0)
+    target = torch.empty_like(source)
+    samples = cuda_samples(lambda: target.copy_(source), device, warmup_ms, rep_ms, min_samples=10, max_samples=100)
+    del source, target
+    torch.cuda.empty_cache()
+    return CopyRate(size, statistics.median(samples))

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import gc
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import torch
 
 from . import accuracy
 from .flops import algorithm_flops, sinkhorn_bytes, useful_flops
-from .hardware import DevicePeaks, matmul_peak_for
+from .hardware import CopyRate, DevicePeaks, MatmulRate, matmul_peak_for, measure_mm_rate
+from .kernel_times import PROFILED_CALLS, kernel_rows, plan_costs, profile_device_events, sum_kernel_events
 from .launches import count_device_work
 from .peers import GRAPH_SUFFIX, ReferencePeer, Unsupported, available_peer_names, make_peer
 from .problem import make_problem
 from .shapes import Case
+from .targets import peer_path
 from .timing import cpu_samples, cuda_samples, first_call_ms, peak_memory_bytes
 
 # the peers every other one is compared with: record key of the speed-up -> peer
@@ -48,6 +50,10 @@ class Settings:
     measured_rates: dict | None = None  # {"bfloat16"/"float32": hardware.MeasuredRate} measured at start-up
     allow_tf32: bool = False
     count_kernels: bool = True  # profile one call per record (CUDA only)
+    kernel_times: bool = True  # per-kernel times of the kernel backends' fused and scores rows (CUDA only)
+    measure_ceilings: bool = True  # torch.mm at each shape's product sizes (CUDA only)
+    copy_rate: CopyRate | None = None  # the device copy measured at start-up
+    matmul_rates: dict = field(default_factory=dict)  # (dtype, rows, D, K, TF32) -> MatmulRate, filled as measured
 
 
 def _short(error: BaseException) -> str:
@@ -75,7 +81,7 @@ def _base_record(case: Case, pass_: str, peer: str) -> dict:
         "first_call_ms": None, "samples_ms": [], "n_samples": 0, "median_ms": None, "iqr_ms": None,
         "peak_bytes": None, "input_bytes": None, "memory_ratio_vs_reference": None,
         **{key: None for key in BASELINES}, "max_rel_err_vs_reference": None, "tolerance": None,
-        "kernels": None, "memcpy": None, "memset": None,
+        "kernels": None, "memcpy": None, "memset": None, "kernel_times": None, "kernel_times_error": None,
         "flops": None, "tflops": None, "algorithm_flops": None, "algorithm_tflops": None,
         "bytes": None, "tbps": None, "pct_of_peak": None, "peak_kind": None,
     }
@@ -135,6 +141,36 @@ def _measure(fn, record: dict, truth: tuple | None, settings: Settings, epsilon:
     q1, median, q3 = torch.tensor(samples, dtype=torch.float64).quantile(
         torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).tolist()  # linear interpolation, as numpy
     record.update(samples_ms=samples, n_samples=len(samples), median_ms=median, iqr_ms=q3 - q1)
+
+
+def _matmul_rate(settings: Settings, dtype: torch.dtype, rows: int, dim: int, prototypes: int) -> MatmulRate | None:
+    """torch.mm at ``(rows × dim) @ (dim × prototypes)``, measured once per size in a run."""
+    if not settings.measure_ceilings:
+        return None
+    key = (str(dtype), rows, dim, prototypes, settings.allow_tf32)
+    if key not in settings.matmul_rates:
+        try:
+            settings.matmul_rates[key] = measure_mm_rate(settings.device, dtype, rows, dim, prototypes,
+                                                         settings.warmup_ms, settings.rep_ms)
+        except Exception:  # out of memory beside a large case: no ceiling for it
+            settings.matmul_rates[key] = None
+    return settings.matmul_rates[key]
+
+
+def kernel_breakdown(fn, case: Case, pass_: str, settings: Settings) -> list[dict]:
+    """Per-kernel time of ``fn`` (a kernel backend's fused or scores call, warmed up) over
+    ``PROFILED_CALLS`` calls, with FLOPs or bytes from the Triton plan it runs (``kernel_times``)."""
+    from .. import loss as loss_module
+
+    dtype = getattr(torch, case.dtype)
+    loss_module._PREPARED.clear()  # the next call prepares its plan afresh (kernels stay compiled): find it
+    fn()
+    plans = [p for p in loss_module._PREPARED.values() if hasattr(p, "forward_launches")]
+    costs = plan_costs(plans[0], case.shape, dtype, backward=pass_ == "fwd+bwd") if len(plans) == 1 else {}
+    times = sum_kernel_events(profile_device_events(fn, settings.device, PROFILED_CALLS), PROFILED_CALLS)
+    shape = case.shape
+    return kernel_rows(times, costs, lambda rows: _matmul_rate(settings, dtype, rows, shape.dim, shape.prototypes),
+                       settings.copy_rate)
 
 
 def case_truth(case: Case, problem, settings: Settings) -> tuple[dict, str | None]:
@@ -221,6 +257,12 @@ def run_case(case: Case, settings: Settings) -> list[dict]:
                 record.update(status="unsupported", reason=f"{name} has no separate {pass_} for {case.op}")
                 continue
             _measure(functions[pass_], record, truth.get(pass_), settings, problem.epsilon)
+            if (record["status"] == "ok" and settings.kernel_times and settings.device.type == "cuda"
+                    and peer_path(name) in ("fused", "scores")):
+                try:
+                    record["kernel_times"] = kernel_breakdown(functions[pass_], case, pass_, settings)
+                except Exception as error:
+                    record["kernel_times_error"] = _short(error)
             if unchecked is not None and record["status"] == "ok":
                 record["reason"] = f"error not checked: the reference on upcast inputs failed ({unchecked})"
             _release(settings.device)
