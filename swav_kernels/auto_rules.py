@@ -67,18 +67,16 @@ class AutoBackend(Backend):
         if not candidates:
             raise ValueError("AutoBackend needs at least one candidate backend")
         self.candidates = dict(candidates)
-        self._chosen: dict[int, Backend] = {}  # rule index -> backend
 
     def choose(self, prototypes: int) -> Backend:
-        """The backend that runs a call with ``prototypes`` prototypes."""
+        """The backend that runs a call with ``prototypes`` prototypes: the first of the rule's order that is
+        a candidate, else the first candidate. Pure (no cache to fill), so that a torch.compile trace reads it
+        without mutating anything its guards would then see change."""
         rule = rule_for(prototypes)
-        key = RULES.index(rule)
-        backend = self._chosen.get(key)
-        if backend is None:
-            names = [n for n in rule.order if n in self.candidates]
-            names += [n for n in self.candidates if n not in names]
-            backend = self._chosen[key] = self.candidates[names[0]]
-        return backend
+        for name in rule.order:
+            if name in self.candidates:
+                return self.candidates[name]
+        return next(iter(self.candidates.values()))
 
     def unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
         return None  # built from backends available for the device and dtype

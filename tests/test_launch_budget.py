@@ -52,10 +52,11 @@ def test_the_split_shape_takes_the_split_paths():
     (plan,) = loss_module._PREPARED.values()
     forward, backward = plan.forward_launches[-1], plan.backward_launches[0]
     assert forward.grid[1] > 1 and not forward.constexprs["FINAL"] and not backward.constexprs["FINAL"]
-    loss_module._PREPARED.clear()
-    fused_step(make_problem(**SHAPES["no-splits"]))
-    (plan,) = loss_module._PREPARED.values()
-    assert plan.forward_launches[-1].constexprs["FINAL"] and plan.backward_launches[0].constexprs["FINAL"]
+    if DEVICE == "cpu":  # the interpreter's rules (4 programs): this shape needs no split; a GPU's rules split it
+        loss_module._PREPARED.clear()
+        fused_step(make_problem(**SHAPES["no-splits"]))
+        (plan,) = loss_module._PREPARED.values()
+        assert plan.forward_launches[-1].constexprs["FINAL"] and plan.backward_launches[0].constexprs["FINAL"]
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
