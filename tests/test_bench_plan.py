@@ -106,12 +106,29 @@ def test_plan_table_and_findings():
     assert row[:6] == ["0", "fwd", "column_step", "282×1×1", "282", "2.14"] and "64.5" in row and "6.29" in row
     assert "total: 3 launches, 18.87 GFLOP, 9.03 MB, roofline 19.1 µs" in text
     notes = findings(report)
-    assert notes == ["#1 _codes_kernel: 64 programs on 132 SMs (0.48 per SM)",
-                     "#1 _codes_kernel: 24 bytes of register spills (80 registers)",
-                     "#1 _codes_kernel: a matmul kernel on sm_90 with tensor-core instructions 'wgmma+mma' "
-                     "(mma m16n8k16)",
-                     "#2 _loss_forward_kernel: CompilationError: at 53:12"]
+    assert notes == ["#2 _loss_forward_kernel: CompilationError: at 53:12",
+                     "#1 _codes_kernel: spill: 24 bytes spilled (80 registers, 0 bytes of stack)",
+                     "#1 _codes_kernel: wgmma: tensor-core instructions 'wgmma+mma' (mma m16n8k16)",
+                     "#1 _codes_kernel: grid: 64 programs (grid (64, 1, 1)) on 132 SMs, roofline 6.4 µs"]
     assert [launch.index for launch in report.under_one_program_per_sm()] == [1]
+
+
+def test_kernel_rules_hold_small_launches_to_no_grid_and_name_known_shortfalls():
+    import dataclasses
+
+    from swav_kernels.bench.kernel_rules import GRID_RULE_MIN_US, breaches
+    from swav_kernels.triton.tiles import KNOWN_SHORTFALLS
+
+    report = PlanReport("swav-1gpu", 256, [2, 6], 3000, 128, 3840, [0, 1], "fused", "float32", False, 90, 132,
+                        "H200 SXM", 329.8, 4.8)
+    report.launches = [_launch(0, "_row_step_kernel", 64, roofline_us=GRID_RULE_MIN_US / 2),  # too small to hold
+                       _launch(1, "_backward_kernel", 504, mma="mma", mma_shapes=["mma m16n8k8"])]
+    found = breaches(dataclasses.asdict(report))
+    assert [(b.index, b.rule) for b in found] == [(1, "wgmma")]
+    assert found[0].known == KNOWN_SHORTFALLS[(90, "fused", "backward", "tf32x3", 128, "wgmma")]
+    assert "known: exact fp32" in findings(report)[-1]
+    report.dtype = "bfloat16"  # a 16-bit backward off wgmma is no known shortfall
+    assert [b.known for b in breaches(dataclasses.asdict(report))] == [None]
 
 
 def test_matrix_instructions_of_ptx():

@@ -165,13 +165,13 @@ def test_deterministic_run_to_run():
 
 def test_fused_path_never_allocates_a_crops_by_prototypes_tensor():
     # DESIGN §2 allows the fused path O(|A|·B·K + (V·B + K)·D) extra memory: the codes, and per-row or
-    # per-prototype vectors of width D, times the split counts (≤ 16), plus the (S ≤ 8) column statistics.
+    # per-prototype vectors of width D, times the split counts (≤ MAX_SPLITS), plus the (S ≤ 8) column statistics.
     # At this shape that bound is well under the V·B·K fp32 logits it guards against.
     from torch.profiler import ProfilerActivity, profile
 
     from swav_kernels.triton.tiles import MAX_COLUMN_SPLITS, MAX_SPLITS
 
-    v, b, k, d, a = 8, 48, 1024, 4, 2
+    v, b, k, d, a = 8, 96, 1024, 4, 2
     problem = make_problem(n_crops=v, batch=b, prototypes=k, dim=d)
     full_logits = v * b * k * 4
     allowed = 4 * (a * b * k + MAX_SPLITS * (v * b + k) * d + 2 * MAX_COLUMN_SPLITS * a * k + 8 * v * b)

@@ -416,7 +416,10 @@ def format_report(report: PlanReport) -> str:
 
 
 def findings(report: PlanReport) -> list[str]:
-    """What breaks DESIGN §5a's kernel rules in this plan, one line each."""
+    """What breaks DESIGN §5a's kernel rules in this plan (``kernel_rules``), one line each; a known
+    shortfall (``triton.tiles.KNOWN_SHORTFALLS``) is marked so, with its reason."""
+    from .kernel_rules import breaches
+
     notes = []
     if report.error:
         notes.append(f"the call raised: {report.error}")
@@ -424,16 +427,11 @@ def findings(report: PlanReport) -> list[str]:
         where = f"#{launch.index} {launch.kernel}"
         if launch.error:
             notes.append(f"{where}: {launch.error}")
-        if 0 < launch.programs < report.sms:
-            notes.append(f"{where}: {launch.programs} programs on {report.sms} SMs ({launch.programs_per_sm:.2f} "
-                         "per SM)")
-        if launch.spill_bytes:
-            notes.append(f"{where}: {launch.spill_bytes} bytes of register spills ({launch.registers} registers)")
         if launch.shared_bytes is not None and launch.shared_limit and launch.shared_bytes > launch.shared_limit:
             notes.append(f"{where}: {launch.shared_bytes} bytes of shared memory, over {launch.shared_limit}")
-        if launch.flops and launch.mma is not None and report.arch >= 90 and launch.mma != "wgmma":
-            notes.append(f"{where}: a matmul kernel on sm_{report.arch} with tensor-core instructions "
-                         f"{launch.mma!r} ({', '.join(launch.mma_shapes) or 'none'})")
+    for breach in breaches(dataclasses.asdict(report)):
+        known = f" (known: {breach.known})" if breach.known else ""
+        notes.append(f"#{breach.index} {breach.kernel}: {breach.rule}: {breach.detail}{known}")
     return notes
 
 

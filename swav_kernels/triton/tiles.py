@@ -6,12 +6,14 @@ result depends only on its inputs (bitwise, run to run) and a captured CUDA grap
 launches it captured. Everything that changes the order of a sum (tiles along K or D, split
 counts) is decided here.
 
-The tables come from compiling every candidate for sm_80 and sm_90 (largest first) and keeping
-the first that fits shared memory with no register spill under triton 3.6 (the GPU machine's),
-3.8 and 3.9 (CI's), FP fusion on (register allocation differs between them: a tile that fits
-one can spill on another); ``tests/triton_compile_check.py``
-compiles what these rules pick at the DESIGN.md §5 shapes and checks spills, shared memory and
-tensor-core instructions on every CI run. They are not yet timed on a GPU: tune here.
+The tables come from compiling candidates for sm_80 and sm_90 through the real launch path
+(``swav-bench --plan``, the null CUDA driver) and keeping the first, largest first, that fits shared
+memory with no register spill, and on sm_90 multiplies on wgmma (≥ 64 rows per warpgroup), under
+triton 3.6 (the GPU machine's) and 3.8 (CI's), FP fusion on: register allocation differs between
+them, and a tile that fits one can spill on the other. ``tests/test_triton_compile.py`` compiles what
+these rules pick at the DESIGN.md §5 shapes on every CI run and fails on any spill, any sm_90 product
+off wgmma and any under-filled grid that ``KNOWN_SHORTFALLS`` below does not document. Not yet timed
+on a GPU: tune here.
 """
 from __future__ import annotations
 
@@ -22,9 +24,9 @@ import torch
 from .launch import capability, cdiv, next_power_of_2, target_programs
 
 MAX_COLUMN_SPLITS = 8  # the next Sinkhorn launch merges this many column partials per tile
-MAX_ROW_SPLITS = 16  # the next Sinkhorn launch merges this many row partials per row
+MAX_ROW_SPLITS = 32  # the next Sinkhorn launch merges this many row partials per row
 MAX_CODE_SPLITS = 32  # the loss kernels merge this many partials of the codes' mass and projection
-MAX_SPLITS = 16
+MAX_SPLITS = 32
 
 
 class Tiles(NamedTuple):
@@ -53,31 +55,65 @@ SM90 = {
     ("forward", "tf32", 128): (64, 32, 8, 2), ("forward", "tf32", 256): (64, 32, 8, 2),
     ("forward", "tf32x3", 128): (16, 32, 4, 2), ("forward", "tf32x3", 256): (16, 16, 4, 1),
     ("backward", "16bit", 128): (128, 64, 8, 3), ("backward", "16bit", 256): (128, 64, 8, 3),
-    ("backward", "tf32", 128): (64, 16, 8, 2), ("backward", "tf32", 256): (32, 32, 4, 2),
-    ("backward", "tf32x3", 128): (16, 16, 4, 1), ("backward", "tf32x3", 256): (16, 16, 4, 1),
+    ("backward", "tf32", 128): (64, 16, 8, 2), ("backward", "tf32", 256): (32, 16, 4, 2),
+    ("backward", "tf32x3", 128): (16, 16, 8, 1), ("backward", "tf32x3", 256): (16, 16, 4, 1),
 }
 SM80 = {
     ("column", "16bit", 128): (128, 64, 8, 3), ("column", "16bit", 256): (64, 32, 4, 3),
     ("column", "tf32", 128): (64, 64, 4, 2), ("column", "tf32", 256): (64, 64, 4, 2),
-    ("column", "tf32x3", 128): (64, 32, 8, 2), ("column", "tf32x3", 256): (16, 32, 4, 2),
-    ("row", "16bit", 128): (128, 64, 8, 3), ("row", "16bit", 256): (64, 64, 8, 3),
+    ("column", "tf32x3", 128): (64, 16, 8, 2), ("column", "tf32x3", 256): (16, 32, 4, 2),
+    ("row", "16bit", 128): (128, 64, 8, 3), ("row", "16bit", 256): (64, 64, 8, 2),
     ("row", "tf32", 128): (64, 64, 4, 2), ("row", "tf32", 256): (64, 32, 8, 2),
     ("row", "tf32x3", 128): (32, 16, 4, 2), ("row", "tf32x3", 256): (16, 32, 4, 2),
-    ("codes", "16bit", 128): (128, 32, 8, 3), ("codes", "16bit", 256): (64, 32, 8, 3),
-    ("codes", "tf32", 128): (64, 32, 8, 2), ("codes", "tf32", 256): (64, 32, 8, 2),
+    ("codes", "16bit", 128): (64, 32, 8, 3), ("codes", "16bit", 256): (64, 32, 8, 3),
+    ("codes", "tf32", 128): (64, 32, 8, 2), ("codes", "tf32", 256): (32, 32, 8, 2),
     ("codes", "tf32x3", 128): (16, 32, 4, 2), ("codes", "tf32x3", 256): (16, 16, 4, 1),
     ("forward", "16bit", 128): (64, 64, 8, 3), ("forward", "16bit", 256): (32, 32, 4, 2),
-    ("forward", "tf32", 128): (64, 32, 8, 2), ("forward", "tf32", 256): (32, 32, 8, 2),
+    ("forward", "tf32", 128): (64, 32, 4, 2), ("forward", "tf32", 256): (32, 32, 8, 2),
     ("forward", "tf32x3", 128): (16, 32, 4, 2), ("forward", "tf32x3", 256): (16, 16, 4, 1),
-    ("backward", "16bit", 128): (64, 64, 8, 3), ("backward", "16bit", 256): (32, 32, 4, 2),
+    ("backward", "16bit", 128): (64, 64, 8, 3), ("backward", "16bit", 256): (32, 32, 8, 2),
     ("backward", "tf32", 128): (64, 32, 8, 2), ("backward", "tf32", 256): (32, 32, 8, 2),
-    ("backward", "tf32x3", 128): (16, 16, 4, 1), ("backward", "tf32x3", 256): (16, 16, 4, 1),
+    ("backward", "tf32x3", 128): (16, 16, 8, 1), ("backward", "tf32x3", 256): (16, 16, 4, 1),
 }
-# Cells where no candidate compiled without spills (exact fp32 at D = 256): the smallest tiles,
-# kept correct; tests/triton_compile_check.py reports their spills instead of failing on them.
-KNOWN_SPILLS = {
-    (90, "codes", "tf32x3", 256), (90, "forward", "tf32x3", 256), (90, "backward", "tf32x3", 256),
-    (80, "codes", "tf32x3", 256), (80, "forward", "tf32x3", 256), (80, "backward", "tf32x3", 256),
+# Breaches of DESIGN §5a's kernel rules (``bench.kernel_rules``) that no tile of the tables removes, each with
+# its reason: (arch, path, family, operands, width, rule) -> why. ``tests/test_triton_compile.py`` fails on any
+# breach not listed here. The fixes they name are the open work of issue 19.
+_EXACT = (
+    "exact fp32 (3xTF32) multiplies each tile three times with the hi and lo parts of both operands live:"
+    " the 64-row tiles wgmma needs spill in this kernel under triton 3.6 or 3.8, so the exact mode keeps "
+    "16-row tiles on mma.sync (correct; slower than the TF32 path)")
+_EXACT_256 = (
+    "exact fp32 at D = 256: even 16 x 16 tiles hold 16 x 256 fp32 accumulators beside the 3xTF32 operand "
+    "splits; no tile compiles without spills (correct, slow). The fix is splitting the output width D "
+    "across programs, not yet made")
+_TRANSPOSED = (
+    "the backward's dC product (G^T z, reduced over rows) takes z with its reduced dimension strided "
+    "(MN-major); wgmma accepts 32-bit operands only K-major, so Triton issues that product on mma.sync "
+    "and the scores product on wgmma")
+_TF32_256 = (
+    "TF32 at D = 256: 64-row tiles spill (rows x 256 fp32 accumulators beside the operand tiles exceed "
+    "255 registers), so 32-row tiles on mma.sync; needs the output width D split across programs")
+_CODES16_256 = (
+    "16-bit codes at D = 256: the hi and lo codes.C accumulators are 2 x 64 x 256 fp32 (128 registers per"
+    " thread at 8 warps) beside the scores tile; every 64-row tile spills 72-80 B and 32-row tiles leave "
+    "wgmma. Needs the output width D split across programs")
+_STREAMING = (
+    "ptxas keeps one 8-16 byte value in local memory (8-16 B of stack at 40-72 registers, so not register"
+    " pressure; the same with 1, 2 or 3 stages) in this memory-bound streaming kernel: a few bytes per "
+    "program beside the KiB it streams")
+KNOWN_SHORTFALLS = {
+    **{(90, "fused", family, "tf32x3", 128, "wgmma"): _EXACT for family in ("codes", "forward", "backward")},
+    **{(90, "fused", family, "tf32x3", 256, "wgmma"): _EXACT_256
+       for family in ("column", "codes", "forward", "backward")},
+    **{(arch, "fused", family, "tf32x3", 256, "spill"): _EXACT_256
+       for arch in (80, 90) for family in ("codes", "forward", "backward")},
+    (90, "fused", "backward", "tf32", 128, "wgmma"): _TRANSPOSED,
+    (90, "fused", "backward", "tf32", 256, "wgmma"): _TF32_256,
+    (90, "fused", "codes", "tf32", 256, "wgmma"): _TF32_256,
+    (90, "fused", "codes", "16bit", 256, "spill"): _CODES16_256,
+    (80, "scores", "column", "fp32", 0, "spill"): _STREAMING,  # triton 3.8
+    (90, "scores", "row", "16bit", 0, "spill"): _STREAMING,  # triton 3.6
+    (90, "scores", "codes", "16bit", 0, "spill"): _STREAMING,  # triton 3.6
 }
 
 
