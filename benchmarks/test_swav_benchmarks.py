@@ -43,7 +43,8 @@ def test_swav(benchmark, bench_case, bench_device, bench_settings):
     benchmark.group = f"{case.shape.name} {case.dtype} {case.op} {pass_}"
     benchmark.extra_info.update(
         device=str(bench_device), peer=peer_name, flops=matmul_flops(case.shape, case.op, pass_),
-        algorithm_flops=algorithm_flops(peer_name, case.shape, case.op, pass_, problem.sinkhorn_iterations),
+        algorithm_flops=algorithm_flops(peer_name, case.shape, case.op, pass_, problem.sinkhorn_iterations,
+                                        case.dtype in ("bfloat16", "float16")),
         sinkhorn_bytes=sinkhorn_bytes(case.shape, dtype) if case.op == "sinkhorn" else None,
         input_bytes=problem.input_bytes(case.op), peak_bytes=peak,
     )

@@ -31,14 +31,16 @@ def test_matmul_passes_per_peer():
         assert rows == [2048, 2 * 3840, 2048, 2048]
         assert algorithm_flops(peer, shape, "loss", "fwd+bwd") == useful_flops(shape, "loss", "fwd+bwd")
         assert algorithm_flops(peer, shape, "loss", "fwd") == (2048 + 7680) * flop
-    # fused: 2T = 6 Sinkhorn passes over |A|·(L+B) = 8192 rows, codes·C over |A|·B = 512,
-    # scores + lse and softmax·C over 2048 (gradients on), ∂C recompute + softmaxᵀ·Z over 2048
+    # fused: 2T = 6 Sinkhorn passes over |A|·(L+B) = 8192 rows, the codes' scores and codes·C over
+    # |A|·B = 512 (codes·C twice for 16-bit: hi and lo), scores + lse and softmax·C over 2048 (gradients
+    # on), ∂C recompute + softmaxᵀ·Z over 2048
     for peer in ("triton", "triton-graph"):
         rows = [m for _, m in matmul_passes(peer, shape, "loss", "fwd+bwd")]
-        assert rows == [8192] * 6 + [512, 2048, 2048, 2048, 2048]
-        assert algorithm_flops(peer, shape, "loss", "fwd+bwd") == (6 * 8192 + 512 + 4 * 2048) * flop
-        assert algorithm_flops(peer, shape, "loss", "fwd") == (6 * 8192 + 512 + 2 * 2048) * flop
-    assert algorithm_flops("triton", shape, "loss", "fwd+bwd", iterations=0) == (512 + 4 * 2048) * flop
+        assert rows == [8192] * 6 + [512, 512, 2048, 2048, 2048, 2048]
+        assert algorithm_flops(peer, shape, "loss", "fwd+bwd") == (6 * 8192 + 2 * 512 + 4 * 2048) * flop
+        assert algorithm_flops(peer, shape, "loss", "fwd") == (6 * 8192 + 2 * 512 + 2 * 2048) * flop
+        assert algorithm_flops(peer, shape, "loss", "fwd", sixteen_bit=True) == (6 * 8192 + 3 * 512 + 2 * 2048) * flop
+    assert algorithm_flops("triton", shape, "loss", "fwd+bwd", iterations=0) == (2 * 512 + 4 * 2048) * flop
     # the CUDA backend: Sinkhorn scores of the batch and queue rows once, then scores, ∂Z, ∂C on the library
     # (the gradients' matmuls run in the forward: the same passes for fwd and fwd+bwd, at any T)
     for peer in ("cuda", "cuda-graph"):
@@ -125,11 +127,12 @@ def test_speedups_memory_ratio_and_fraction_of_peak():
     # useful: 1.179648 GFLOP in 0.5 ms = 2.359296 TFLOP/s, the same count for every peer
     assert triton["flops"] == by_peer["plain"]["flops"] == 1_179_648_000
     assert triton["tflops"] == pytest.approx(2.359296)
-    # performed by the fused path at swav-4096 (no queue, |A|·B = 128): 6 Sinkhorn passes over 128 rows,
-    # codes·C over 128, 4 passes over 512 rows = 2944 rows × 2·3000·128 = 2.260992 GFLOP in 0.5 ms
-    assert triton["algorithm_flops"] == 2944 * 2 * 3000 * 128 == 2_260_992_000
-    assert triton["algorithm_tflops"] == pytest.approx(4.521984)
-    assert triton["pct_of_peak"] == pytest.approx(100 * 4.521984 / 800.0)  # the measured rate, not 989.5
+    # performed by the fused path at swav-4096 in bf16 (no queue, |A|·B = 128): 6 Sinkhorn passes over 128
+    # rows, the codes' scores and codes·C hi and lo over 128, 4 passes over 512 rows = 3200 rows × 2·3000·128
+    # = 2.4576 GFLOP in 0.5 ms
+    assert triton["algorithm_flops"] == 3200 * 2 * 3000 * 128 == 2_457_600_000
+    assert triton["algorithm_tflops"] == pytest.approx(4.9152)
+    assert triton["pct_of_peak"] == pytest.approx(100 * 4.9152 / 800.0)  # the measured rate, not 989.5
     assert triton["peak_kind"] == "measured bfloat16 torch.mm 8192³: 800 TFLOP/s"
     plain = by_peer["plain"]
     assert plain["algorithm_flops"] == plain["flops"]

@@ -41,13 +41,15 @@ def algorithm(peer: str) -> str:
     return "fused"
 
 
-def matmul_passes(peer: str, shape: Shape, op: str, pass_: str, iterations: int = 3) -> list[tuple[str, int]] | None:
+def matmul_passes(peer: str, shape: Shape, op: str, pass_: str, iterations: int = 3, sixteen_bit: bool = False
+                  ) -> list[tuple[str, int]] | None:
     """The matmul passes of one call of ``op`` by ``peer``: ``[(what, rows M), ...]``, each pass
     costing ``2·M·K·D`` FLOPs; ``[]`` when the operation has no matmul (the Sinkhorn on given
     scores), None where the peer's algorithm is not known here.
 
     ``pass_`` is ``"fwd"`` (a training step's forward: gradients enabled, so whatever the
-    backward needs is computed) or ``"fwd+bwd"``. ``iterations`` is the Sinkhorn's T. With
+    backward needs is computed) or ``"fwd+bwd"``. ``iterations`` is the Sinkhorn's T;
+    ``sixteen_bit``: fp16/bf16 inputs (the fused codes project hi and lo parts). With
     ``V·B`` rows of embeddings, ``|A|`` assign crops, ``L`` queue rows per assign crop:
 
     =============  ===========================================  ===========================================
@@ -56,9 +58,11 @@ def matmul_passes(peer: str, shape: Shape, op: str, pass_: str, iterations: int 
     materialised   scores: V·B; queue scores: |A|·L              ∂Z = ∂S C: V·B; ∂C = ∂Sᵀ Z: V·B
     scores         the same (the user's matmul)                  the same (autograd on the user's matmul)
     fused          Sinkhorn: 2T passes over |A|·(L+B) rows        ∂C: recompute scores V·B, softmaxᵀ·Z V·B
-                   (scores recomputed from the embeddings),
-                   codes·C: |A|·B; scoring + lse + softmax·C:
-                   2 passes over V·B (1 without gradients)
+                   (T column and T row steps, scores recomputed
+                   from the embeddings); codes: scores again
+                   over |A|·B and codes·C over |A|·B (twice for
+                   16-bit inputs: hi and lo); scoring + lse +
+                   softmax·C: 2 passes over V·B
     library        Sinkhorn scores: |A|·B and |A|·L (stored     none (the backward scales ∂Z and ∂C)
                    once: every benchmark shape fits the budget
                    of swav_kernels/cuda/plans.py); scores V·B,
@@ -71,8 +75,8 @@ def matmul_passes(peer: str, shape: Shape, op: str, pass_: str, iterations: int 
     2 passes forward, +2 backward; library: not measured (None). ``sinkhorn`` (codes of given
     scores): none.
 
-    The fused rows are the new kernel design's (issue 10, being written): until the kernels
-    implement it, "% of peak" of a fused peer is computed from this count, not from a profile.
+    The fused rows are the launches of contract v3 (DESIGN §2, ``swav-bench --plan`` counts them per
+    launch with the same model, ``plan.py``).
     """
     if op == "sinkhorn":
         return []
@@ -97,14 +101,17 @@ def matmul_passes(peer: str, shape: Shape, op: str, pass_: str, iterations: int 
         return passes + [("scores", vb), ("∂Z = ∂S C", vb), ("∂C = ∂Sᵀ Z", vb)]
     sinkhorn_rows = n_assign * (queue + shape.batch)
     passes = [(f"Sinkhorn pass {n + 1}: recompute scores", sinkhorn_rows) for n in range(2 * iterations)]
-    passes += [("codes·C", n_assign * shape.batch), ("scores + lse", vb), ("softmax·C", vb)]
+    passes += [("codes: recompute scores", n_assign * shape.batch), ("codes·C", n_assign * shape.batch)]
+    passes += [("codes·C, lo part", n_assign * shape.batch)] if sixteen_bit else []
+    passes += [("scores + lse", vb), ("softmax·C", vb)]
     return passes + ([("∂C: recompute scores", vb), ("∂C: softmaxᵀ·Z", vb)] if backward else [])
 
 
-def algorithm_flops(peer: str, shape: Shape, op: str, pass_: str, iterations: int = 3) -> int | None:
+def algorithm_flops(peer: str, shape: Shape, op: str, pass_: str, iterations: int = 3,
+                    sixteen_bit: bool = False) -> int | None:
     """FLOPs of the matmul passes ``peer`` performs (``matmul_passes``, 2·M·K·D each); None
     where unknown or where the operation has no matmul."""
-    passes = matmul_passes(peer, shape, op, pass_, iterations)
+    passes = matmul_passes(peer, shape, op, pass_, iterations, sixteen_bit)
     if not passes:
         return None
     return sum(2 * rows * shape.prototypes * shape.dim for _, rows in passes)

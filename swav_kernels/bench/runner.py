@@ -208,7 +208,8 @@ def _derive(records: list[dict], case: Case, settings: Settings, iterations: int
         flops = useful_flops(case.shape, case.op, r["pass"])
         if flops is not None:
             r.update(flops=flops, tflops=flops / seconds / 1e12)
-            performed = algorithm_flops(r["peer"], case.shape, case.op, r["pass"], iterations)
+            performed = algorithm_flops(r["peer"], case.shape, case.op, r["pass"], iterations,
+                                        case.dtype in ("bfloat16", "float16"))
             if performed is not None:
                 r.update(algorithm_flops=performed, algorithm_tflops=performed / seconds / 1e12)
                 if peak is not None:
