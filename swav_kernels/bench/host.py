@@ -114,7 +114,7 @@ def measure(path: str, shape: Shape = HOST_SHAPE, dtype=torch.bfloat16, calls: i
     wall, cpu, median = _time(step, calls, repeats, synchronize)
     result = HostCost(path, wall, cpu, median, launches, names)
     if on_gpu:
-        result.captured_us = _captured(step, calls, repeats)
+        result.captured_us = _captured(shape, path, device, dtype, calls, repeats)
     if profile:
         profiler = cProfile.Profile()
         profiler.runcall(lambda: [step() for _ in range(calls)])
@@ -124,18 +124,25 @@ def measure(path: str, shape: Shape = HOST_SHAPE, dtype=torch.bfloat16, calls: i
     return result
 
 
-def _captured(step, calls: int, repeats: int) -> float:
-    """µs per replay of ``step`` captured in a CUDA graph (gradients then accumulate in place)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    return _time(graph.replay, calls, repeats, torch.cuda.synchronize)[0]
+def _captured(shape: Shape, path: str, device, dtype, calls: int, repeats: int) -> float:
+    """µs per replay of one fwd+bwd captured in a CUDA graph (``graphs.graphed``, as the ``-graph`` peers).
+
+    The captured call takes its gradients with ``torch.autograd.grad`` on fresh leaves: ``backward()``
+    on the eager step's leaves would accumulate their gradients on the stream those leaves were first
+    used on, and a capture refuses that (cudaErrorStreamCaptureImplicit)."""
+    from ..loss import swav_loss
+    from .graphs import graphed
+
+    tensors, extra = _inputs(shape, device, dtype, path)
+
+    def step():
+        loss = swav_loss(*tensors, nmb_crops=list(shape.nmb_crops), crops_for_assign=shape.crops_for_assign,
+                         backend="triton", **extra)
+        return torch.autograd.grad(loss, tensors)
+
+    replay = graphed(step, warmup=3)
+    replay()  # the capture
+    return _time(replay, calls, repeats, torch.cuda.synchronize)[0]
 
 
 def environment_line(threads: int) -> str:
