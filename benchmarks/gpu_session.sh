@@ -116,8 +116,11 @@ fi
 # that encloses a copy of it), else .gpu-commit (written before the copy to the device), else none
 COMMIT=none
 COMMIT_SOURCE="neither a git checkout of this folder nor a .gpu-commit"
+# (a dirty checkout beside a .gpu-commit is a device copy over an older base: the recorded commit wins)
 TOP=$(git rev-parse --show-toplevel 2>/dev/null) || TOP=""
-if [[ -n "$TOP" && "$(cd "$TOP" && pwd -P)" == "$(pwd -P)" ]] && HEAD_COMMIT=$(git rev-parse HEAD 2>/dev/null); then
+DIRTY_COPY=0
+if [[ -f .gpu-commit ]] && git status --porcelain --untracked-files=no 2>/dev/null | grep -q .; then DIRTY_COPY=1; fi
+if [[ -n "$TOP" && "$(cd "$TOP" && pwd -P)" == "$(pwd -P)" && $DIRTY_COPY == 0 ]] && HEAD_COMMIT=$(git rev-parse HEAD 2>/dev/null); then
   COMMIT=$HEAD_COMMIT
   COMMIT_SOURCE="git$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo ', with uncommitted changes')"
 elif [[ -f .gpu-commit ]]; then

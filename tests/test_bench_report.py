@@ -201,4 +201,9 @@ def test_the_commit_comes_from_the_project_never_from_an_enclosing_repository(tm
     assert git_commit(project) == {"commit": own, "dirty": False, "source": "git"}
     (project / "README").write_text("changed\n")
     assert git_commit(project)["dirty"] is True
+    # a dirty tree beside a .gpu-commit is a device copy over an older base: the recorded commit
+    (project / ".gpu-commit").write_text(recorded + "\n")
+    assert git_commit(project) == {"commit": recorded, "dirty": None, "source": ".gpu-commit"}
+    _git(project, "checkout", "-q", "README")
+    assert git_commit(project) == {"commit": own, "dirty": False, "source": "git"}  # clean: a stale leftover
     assert git_commit(tmp_path / "copy" / "..") is None  # a folder that is not the project (no pyproject.toml)

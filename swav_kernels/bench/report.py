@@ -47,7 +47,10 @@ def git_commit(root: pathlib.Path | None = None) -> dict | None:
     repository, or a site-packages inside a project's virtual environment, must not record that
     repository's commit); else from ``.gpu-commit`` at ``root``, written before the project was
     copied to a machine without its ``.git`` (``dirty`` then unknown: None). Git comes first
-    where it applies: a ``.gpu-commit`` left in a checkout may be stale.
+    where it applies and the tree is clean (a ``.gpu-commit`` left in a checkout may be stale); a dirty
+    tree with a ``.gpu-commit`` is a device copy whose ``.git`` holds an older base with the copied files
+    as changes (seen on the device machine: it recorded the base, 263fdc6, for b05a185), so there the
+    recorded commit wins.
     """
     root = pathlib.Path(root or pathlib.Path(__file__).resolve().parents[2]).resolve()
     if not (root / "pyproject.toml").is_file():  # not the project's folder (an installed package)
@@ -59,12 +62,18 @@ def git_commit(root: pathlib.Path | None = None) -> dict | None:
 
         if pathlib.Path(git("rev-parse", "--show-toplevel")).resolve() == root:
             commit, status = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
-            return {"commit": commit, "dirty": bool(status), "source": "git"}
+            if not (status and _recorded_commit(root)):
+                return {"commit": commit, "dirty": bool(status), "source": "git"}
     except (OSError, subprocess.SubprocessError):
         pass
+    commit = _recorded_commit(root)
+    return {"commit": commit, "dirty": None, "source": ".gpu-commit"} if commit else None
+
+
+def _recorded_commit(root: pathlib.Path) -> str | None:
     recorded = root / ".gpu-commit"
     commit = recorded.read_text().strip() if recorded.is_file() else ""
-    return {"commit": commit, "dirty": None, "source": ".gpu-commit"} if _is_commit(commit) else None
+    return commit if _is_commit(commit) else None
 
 
 def device_name(device: torch.device) -> str:
