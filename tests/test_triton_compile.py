@@ -170,3 +170,14 @@ def test_every_launch_that_does_real_work_offers_a_program_per_sm(plans):
     assert not unexplained, f"{len(unexplained)} launches under one program per SM:\n" + "\n".join(unexplained)
     held = [launch for r in plans for launch in r["launches"] if (launch["roofline_us"] or 0) >= GRID_RULE_MIN_US]
     assert len(held) > 20  # the rule binds: the large-k launches and the exact-fp32 ones are held to it
+
+
+def test_kernels_compile_with_float_arguments_typed_fp64_as_torch_compile_passes_them():
+    # torch.compile's wrapper passes a kernel's float arguments as fp64; each kernel converts them to fp32
+    # first, or a loop-carried fp32 value updated from one breaks the compile (seen on the H200)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    script = os.path.join(os.path.dirname(__file__), "fp64_arguments_check.py")
+    done = subprocess.run([sys.executable, script], capture_output=True, text=True, env=env, timeout=1200)
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = done.stdout.splitlines()
+    assert len(lines) >= 7 and all(line.startswith("ok ") for line in lines), "\n".join(lines)

@@ -35,6 +35,9 @@ def _backward_kernel(
     FINAL: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
+    # float arguments arrive as fp64 from torch.compile's wrapper (fp32 from a direct launch): one type
+    scale_log2 = tl.cast(scale_log2, tl.float32)
+    coef_scale = tl.cast(coef_scale, tl.float32)
     pid = tl.program_id(0)
     dims = tl.arange(0, BLOCK_D)
     dim_mask = dims[None, :] < D

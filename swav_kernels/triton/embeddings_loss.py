@@ -60,6 +60,10 @@ def _loss_forward_kernel(
     WITH_OUTPUT: tl.constexpr, FINAL: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
+    # float arguments arrive as fp64 from torch.compile's wrapper (fp32 from a direct launch): one type
+    scale_log2 = tl.cast(scale_log2, tl.float32)
+    inv_tau = tl.cast(inv_tau, tl.float32)
+    inv_denom = tl.cast(inv_denom, tl.float32)
     # counters: row_blocks tickets of the S-way merges, then one for the loss's sum
     pid_m = tl.program_id(0)
     split = tl.program_id(1)

@@ -31,6 +31,10 @@ def _scores_loss_kernel(
     lse_ptr, weight_ptr, share_ptr, loss_ptr, counter_ptr, scale_log2, inv_tau, inv_denom,
     K_ALIGN: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
+    # float arguments arrive as fp64 from torch.compile's wrapper (fp32 from a direct launch): one type
+    scale_log2 = tl.cast(scale_log2, tl.float32)
+    inv_tau = tl.cast(inv_tau, tl.float32)
+    inv_denom = tl.cast(inv_denom, tl.float32)
     # share: each program's share of the loss; the last program to finish adds them in order (tickets.py)
     K = K_UNITS * K_ALIGN  # prototypes, a multiple of K_ALIGN as the compiler sees: vector loads
     pid = tl.program_id(0)
@@ -75,6 +79,9 @@ def _scores_grad_kernel(
     lse_ptr, weight_ptr, grad_ptr, grad_s_ptr, scale_log2, coef_scale,
     K_ALIGN: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
+    # float arguments arrive as fp64 from torch.compile's wrapper (fp32 from a direct launch): one type
+    scale_log2 = tl.cast(scale_log2, tl.float32)
+    coef_scale = tl.cast(coef_scale, tl.float32)
     K = K_UNITS * K_ALIGN
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)

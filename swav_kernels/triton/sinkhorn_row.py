@@ -30,6 +30,9 @@ def _row_step_kernel(
     RECOMPUTE: tl.constexpr, PRECISION: tl.constexpr,
     K_ALIGN: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
+    # float arguments arrive as fp64 from torch.compile's wrapper (fp32 from a direct launch): one type
+    scale_log2 = tl.cast(scale_log2, tl.float32)
+    log2_prototypes = tl.cast(log2_prototypes, tl.float32)
     K = K_UNITS * K_ALIGN  # prototypes, a multiple of K_ALIGN as the compiler sees: vector loads of scores
     pid_n = tl.program_id(0)
     g = tl.program_id(1)
