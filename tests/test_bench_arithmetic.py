@@ -172,3 +172,34 @@ def test_sweeps_and_plan():
     assert (tiny.batch, tiny.prototypes, tiny.nmb_crops, tiny.dim) == (4, 64, (2, 6), 128)
     with pytest.raises(ValueError, match="sweep must be one of"):
         sweep_shapes("d")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_scores_rows_are_checked_against_the_loss_of_their_own_rounded_scores(dtype):
+    # the scores path's input is the user's matmul in the input dtype: its rounding is not the loss's error
+    from swav_kernels import swav_loss
+    from swav_kernels.bench.accuracy import rel_err, tolerance
+    from swav_kernels.bench.problem import make_problem
+    from swav_kernels.bench.runner import Settings, case_truth, scores_path_truth
+    from swav_kernels.bench.shapes import Case
+
+    shape = NAMED_SHAPES["tiny"]
+    case = Case(shape, dtype, "loss", ("fwd", "fwd+bwd"))
+    settings = Settings(torch.device("cpu"))
+    problem = make_problem(shape, settings.device, getattr(torch, dtype), 0, 1.0)
+    fused_truth, why = case_truth(case, problem, settings)
+    truth, why_scores = scores_path_truth(case, problem, settings)
+    assert why is None and why_scores is None and set(truth) == {"fwd", "fwd+bwd"}
+    z, c = problem.embeddings, problem.prototypes
+    loss = swav_loss(z @ c.t(), nmb_crops=list(shape.nmb_crops), crops_for_assign=shape.crops_for_assign,
+                     backend="reference")
+    grads = torch.autograd.grad(loss, (z, c))
+    limit = tolerance(getattr(torch, dtype), "fwd+bwd", False, 1.0, problem.epsilon)
+    assert rel_err(grads, truth["fwd+bwd"]) <= limit
+    assert rel_err(grads, truth["fwd+bwd"]) < rel_err(grads, fused_truth["fwd+bwd"])
+    assert rel_err((loss,), truth["fwd"]) < 2e-3
+    # in float32 the two truths agree (both in float64)
+    case32 = Case(shape, "float32", "loss", ("fwd+bwd",))
+    problem32 = make_problem(shape, settings.device, torch.float32, 0, 1.0)
+    assert rel_err(scores_path_truth(case32, problem32, settings)[0]["fwd+bwd"],
+                   case_truth(case32, problem32, settings)[0]["fwd+bwd"]) < 1e-6

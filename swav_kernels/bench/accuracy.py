@@ -2,7 +2,8 @@
 
 Each row's outputs (forward: the loss, codes or log-sum-exp; forward+backward: the gradients) are
 compared with the *truth* of its case, the reference evaluated on the same input values upcast:
-in float64 for float32 inputs, in float32 for bfloat16 / float16 inputs. The error is
+in float64 for float32 inputs, in float32 for bfloat16 / float16 inputs (a ``<backend>-scores`` row:
+the reference's loss of the scores its user's matmul gave, upcast; ``runner.scores_path_truth``). The error is
 ``max|out − truth| / max|truth|`` (the worst output). A row of one of this package's backends
 (the reference and every kernel backend, with their compiled, scores and CUDA-graph forms) whose
 error exceeds its tolerance is failed; the plain peers are trainers' code, not held to the
