@@ -86,12 +86,13 @@ def _codes_kernel(
         tl.store(codes_ptr + code_rows[:, None] + cols[None, :], q, mask=row_mask[:, None] & col_mask[None, :])
         mass += tl.sum(q, axis=1)
         if RECOMPUTE:
+            # accumulated in place (the accumulator operand of tl.dot): no second (rows × D) fp32 tile
             if c.dtype == tl.float32:
-                projected += tl.dot(q, c, input_precision=PRECISION)
+                projected = tl.dot(q, c, projected, input_precision=PRECISION)
             else:
                 high = q.to(c.dtype)
                 low = (q - high.to(tl.float32)).to(c.dtype)
-                projected += tl.dot(high, c) + tl.dot(low, c)
+                projected = tl.dot(low, c, tl.dot(high, c, projected))
     part = (split * groups + g) * B + j
     tl.store(mass_ptr + part, mass, mask=row_mask)
     if RECOMPUTE:

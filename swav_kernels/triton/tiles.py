@@ -94,9 +94,9 @@ _TF32_256 = (
     "TF32 at D = 256: 64-row tiles spill (rows x 256 fp32 accumulators beside the operand tiles exceed "
     "255 registers), so 32-row tiles on mma.sync; needs the output width D split across programs")
 _CODES16_256 = (
-    "16-bit codes at D = 256: the hi and lo codes.C accumulators are 2 x 64 x 256 fp32 (128 registers per"
-    " thread at 8 warps) beside the scores tile; every 64-row tile spills 72-80 B and 32-row tiles leave "
-    "wgmma. Needs the output width D split across programs")
+    "16-bit codes at D = 256: the 64 x 256 fp32 codes.C accumulator (64 registers per thread at 8 warps) "
+    "beside the resident 64 x 256 rows and the scores tile; with both products accumulated in place 8-20 B "
+    "still spill (80 B before), and 32-row tiles leave wgmma. Needs the output width D split across programs")
 _STREAMING = (
     "ptxas keeps one 8-16 byte value in local memory (8-16 B of stack at 40-72 registers, so not register"
     " pressure; the same with 1, 2 or 3 stages) in this memory-bound streaming kernel: a few bytes per "
