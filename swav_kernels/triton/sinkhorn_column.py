@@ -54,21 +54,29 @@ def _column_step_kernel(
     for n0 in range(n_begin, n_end, BLOCK_N):
         n = n0 + tl.arange(0, BLOCK_N)
         row_mask = n < n_end
+        if HAS_ROW_POTENTIAL:
+            b = row_potential_log2(row_max_ptr, row_sum_ptr, g, n, row_mask, R, groups, N)
+        else:
+            b = tl.zeros((BLOCK_N,), tl.float32)
         if RECOMPUTE:
             rows = tl.load(row_pointers(main_ptr, queue_ptr, g, crop, n, dims, L, B, D),
                            mask=row_mask[:, None] & (dims[None, :] < D), other=0.0)
-            x = tl.dot(rows, tl.trans(c), input_precision=PRECISION)
-        else:
+            # the scores transposed, (prototypes × rows): the sums over rows then run along each thread's
+            # own accumulator values and its quad (axis 1), not across warps through shared memory
+            xt = tl.dot(c, tl.trans(rows), input_precision=PRECISION)
+            poison += tl.sum(xt * 0.0, axis=1)
+            t = tl.where(row_mask[None, :], xt * scale_log2 + b[None, :], float("-inf"))  # x·log2(e)/ε + b·log2(e)
+            new_max = tl.maximum(col_max, tl.max(t, axis=1))
+            safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
+            col_sum = col_sum * tl.exp2(col_max - safe_max) + tl.sum(tl.exp2(t - safe_max[:, None]), axis=1)
+        else:  # stored scores, read row-major: (rows × prototypes), summed over axis 0
             x = tl.load(row_pointers(main_ptr, queue_ptr, g, crop, n, cols, L, B, K),
                         mask=row_mask[:, None] & col_mask[None, :], other=0.0).to(tl.float32)
-        poison += tl.sum(x * 0.0, axis=0)
-        t = x * scale_log2  # base 2: t = x·log2(e)/ε (+ b·log2(e))
-        if HAS_ROW_POTENTIAL:
-            t += row_potential_log2(row_max_ptr, row_sum_ptr, g, n, row_mask, R, groups, N)[:, None]
-        t = tl.where(row_mask[:, None], t, float("-inf"))
-        new_max = tl.maximum(col_max, tl.max(t, axis=0))
-        safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
-        col_sum = col_sum * tl.exp2(col_max - safe_max) + tl.sum(tl.exp2(t - safe_max[None, :]), axis=0)
+            poison += tl.sum(x * 0.0, axis=0)
+            t = tl.where(row_mask[:, None], x * scale_log2 + b[:, None], float("-inf"))
+            new_max = tl.maximum(col_max, tl.max(t, axis=0))
+            safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
+            col_sum = col_sum * tl.exp2(col_max - safe_max) + tl.sum(tl.exp2(t - safe_max[None, :]), axis=0)
         col_max = new_max
     out = (split * groups + g) * K + cols
     tl.store(max_ptr + out, col_max * DEVICE_LN2, mask=col_mask)

@@ -9,8 +9,8 @@ counts) is decided here.
 The tables come from compiling candidates for sm_80 and sm_90 through the real launch path
 (``swav-bench --plan``, the null CUDA driver) and keeping the first, largest first, that fits shared
 memory with no register spill, and on sm_90 multiplies on wgmma (≥ 64 rows per warpgroup), under
-triton 3.6 (the GPU machine's) and 3.8 (CI's), FP fusion on: register allocation differs between
-them, and a tile that fits one can spill on the other. ``tests/test_triton_compile.py`` compiles what
+triton 3.6 (the GPU machine's), 3.8 and 3.9 (CI's), FP fusion on: register allocation differs
+between them, and a tile that fits one can spill on another. ``tests/test_triton_compile.py`` compiles what
 these rules pick at the DESIGN.md §5 shapes on every CI run and fails on any spill, any sm_90 product
 off wgmma and any under-filled grid that ``KNOWN_SHORTFALLS`` below does not document. Not yet timed
 on a GPU: tune here.
@@ -41,16 +41,17 @@ class Tiles(NamedTuple):
 # "tf32" or "tf32x3" (fp32 inputs); width 128 for D ≤ 128, 256 for D ≤ 256 (wider D uses the 256
 # entry: correct, untuned, may spill). Kernels: the Sinkhorn column step, row step and codes, the
 # loss forward and the loss backward (block_rows = rows per step, block_k = prototypes per program).
+# The column step multiplies (prototypes × rows), block_k being wgmma's M: ≥ 64 on sm_90.
 SM90 = {
     ("column", "16bit", 128): (64, 128, 8, 3), ("column", "16bit", 256): (64, 64, 8, 3),
-    ("column", "tf32", 128): (64, 32, 8, 2), ("column", "tf32", 256): (64, 32, 8, 2),
-    ("column", "tf32x3", 128): (64, 32, 8, 2), ("column", "tf32x3", 256): (16, 32, 4, 2),
+    ("column", "tf32", 128): (64, 64, 4, 2), ("column", "tf32", 256): (32, 64, 4, 2),
+    ("column", "tf32x3", 128): (32, 64, 4, 2), ("column", "tf32x3", 256): (16, 64, 4, 2),
     ("row", "16bit", 128): (128, 64, 8, 3), ("row", "16bit", 256): (128, 64, 8, 3),
     ("row", "tf32", 128): (64, 64, 4, 2), ("row", "tf32", 256): (64, 64, 4, 2),
     ("row", "tf32x3", 128): (64, 64, 4, 2), ("row", "tf32x3", 256): (64, 32, 4, 2),
     ("codes", "16bit", 128): (64, 32, 8, 3), ("codes", "16bit", 256): (64, 16, 8, 3),
-    ("codes", "tf32", 128): (64, 32, 4, 2), ("codes", "tf32", 256): (32, 32, 4, 2),
-    ("codes", "tf32x3", 128): (16, 16, 4, 1), ("codes", "tf32x3", 256): (16, 16, 4, 1),
+    ("codes", "tf32", 128): (64, 32, 4, 2), ("codes", "tf32", 256): (32, 16, 4, 2),
+    ("codes", "tf32x3", 128): (16, 16, 8, 1), ("codes", "tf32x3", 256): (16, 16, 4, 1),
     ("forward", "16bit", 128): (128, 64, 8, 3), ("forward", "16bit", 256): (64, 64, 8, 3),
     ("forward", "tf32", 128): (64, 32, 8, 2), ("forward", "tf32", 256): (64, 32, 8, 2),
     ("forward", "tf32x3", 128): (16, 32, 4, 2), ("forward", "tf32x3", 256): (16, 16, 4, 1),
@@ -60,8 +61,8 @@ SM90 = {
 }
 SM80 = {
     ("column", "16bit", 128): (128, 64, 8, 3), ("column", "16bit", 256): (64, 32, 4, 3),
-    ("column", "tf32", 128): (64, 64, 4, 2), ("column", "tf32", 256): (64, 64, 4, 2),
-    ("column", "tf32x3", 128): (64, 16, 8, 2), ("column", "tf32x3", 256): (16, 32, 4, 2),
+    ("column", "tf32", 128): (64, 64, 4, 2), ("column", "tf32", 256): (32, 64, 4, 2),
+    ("column", "tf32x3", 128): (64, 16, 4, 2), ("column", "tf32x3", 256): (32, 16, 4, 2),
     ("row", "16bit", 128): (128, 64, 8, 3), ("row", "16bit", 256): (64, 64, 8, 2),
     ("row", "tf32", 128): (64, 64, 4, 2), ("row", "tf32", 256): (64, 32, 8, 2),
     ("row", "tf32x3", 128): (32, 16, 4, 2), ("row", "tf32x3", 256): (16, 32, 4, 2),
@@ -83,16 +84,17 @@ _EXACT = (
     " the 64-row tiles wgmma needs spill in this kernel under triton 3.6 or 3.8, so the exact mode keeps "
     "16-row tiles on mma.sync (correct; slower than the TF32 path)")
 _EXACT_256 = (
-    "exact fp32 at D = 256: even 16 x 16 tiles hold 16 x 256 fp32 accumulators beside the 3xTF32 operand "
-    "splits; no tile compiles without spills (correct, slow). The fix is splitting the output width D "
-    "across programs, not yet made")
+    "exact fp32 at D = 256: even 16-row tiles hold 16 x 256 fp32 accumulators beside the 3xTF32 operand "
+    "splits; no tile compiles without spills (codes, forward, backward under triton 3.6-3.9; the column "
+    "and row steps under 3.9 only). Correct, slow; the fix is splitting the output width D across programs")
 _TRANSPOSED = (
     "the backward's dC product (G^T z, reduced over rows) takes z with its reduced dimension strided "
     "(MN-major); wgmma accepts 32-bit operands only K-major, so Triton issues that product on mma.sync "
     "and the scores product on wgmma")
 _TF32_256 = (
-    "TF32 at D = 256: 64-row tiles spill (rows x 256 fp32 accumulators beside the operand tiles exceed "
-    "255 registers), so 32-row tiles on mma.sync; needs the output width D split across programs")
+    "TF32 at D = 256: rows x 256 fp32 accumulators beside fp32 operand tiles (z resident: 64 more registers "
+    "per thread at 64 rows) exceed 255 registers: 64-row codes and backward tiles spill, so 32-row ones on "
+    "mma.sync; the 64-row forward spills under triton 3.9 only. Needs the output width D split across programs")
 _CODES16_256 = (
     "16-bit codes at D = 256: the 64 x 256 fp32 codes.C accumulator (64 registers per thread at 8 warps) "
     "beside the resident 64 x 256 rows and the scores tile; with both products accumulated in place 8-20 B "
@@ -103,10 +105,11 @@ _STREAMING = (
     "program beside the KiB it streams")
 KNOWN_SHORTFALLS = {
     **{(90, "fused", family, "tf32x3", 128, "wgmma"): _EXACT for family in ("codes", "forward", "backward")},
-    **{(90, "fused", family, "tf32x3", 256, "wgmma"): _EXACT_256
-       for family in ("column", "codes", "forward", "backward")},
-    **{(arch, "fused", family, "tf32x3", 256, "spill"): _EXACT_256
-       for arch in (80, 90) for family in ("codes", "forward", "backward")},
+    **{(90, "fused", family, "tf32x3", 256, "wgmma"): _EXACT_256 for family in ("codes", "forward", "backward")},
+    **{(arch, "fused", family, "tf32x3", 256, "spill"): _EXACT_256 for arch, family in (
+        (80, "codes"), (80, "forward"), (80, "backward"),
+        (90, "column"), (90, "row"), (90, "codes"), (90, "forward"), (90, "backward"))},
+    (90, "fused", "forward", "tf32", 256, "spill"): _TF32_256,  # triton 3.9
     (90, "fused", "backward", "tf32", 128, "wgmma"): _TRANSPOSED,
     (90, "fused", "backward", "tf32", 256, "wgmma"): _TF32_256,
     (90, "fused", "codes", "tf32", 256, "wgmma"): _TF32_256,
