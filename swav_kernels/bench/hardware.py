@@ -84,16 +84,9 @@ def measure_matmul_rate(device: torch.device, dtype: torch.dtype, n: int = 8192,
                         rep_ms: float = 100.0) -> MeasuredRate | None:
     """The rate of ``torch.mm`` on two random ``n×n`` matrices in ``dtype``, timed with the same
     timer as the benchmark (``timing.cuda_samples``); None on a CPU (not measured there)."""
-    from .timing import cuda_samples
-
     if device.type != "cuda":
         return None
-    g = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
-    b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
-    samples = cuda_samples(lambda: torch.mm(a, b), device, warmup_ms, rep_ms, min_samples=10, max_samples=100)
-    median = statistics.median(samples)
-    del a, b
+    median = _mm_median_ms(device, dtype, n, n, n, warmup_ms, rep_ms, max_samples=100)
     torch.cuda.empty_cache()
     return MeasuredRate(str(dtype).removeprefix("torch."), n, 2 * n**3 / (median / 1e3) / 1e12, median,
                         bool(torch.backends.cuda.matmul.allow_tf32))
@@ -163,17 +156,25 @@ def measure_mm_rate(device: torch.device, dtype: torch.dtype, rows: int, dim: in
                     warmup_ms: float = 25.0, rep_ms: float = 100.0) -> MatmulRate | None:
     """The median time of ``torch.mm`` on random ``(rows × dim)`` and ``(dim × prototypes)`` matrices in
     ``dtype`` (the benchmark's timer, ``timing.cuda_samples``), with the current TF32 setting; None on a CPU."""
-    from .timing import cuda_samples
-
     if device.type != "cuda":
         return None
+    return MatmulRate(str(dtype).removeprefix("torch."), rows, dim, prototypes,
+                      bool(torch.backends.cuda.matmul.allow_tf32),
+                      _mm_median_ms(device, dtype, rows, dim, prototypes, warmup_ms, rep_ms, max_samples=200))
+
+
+def _mm_median_ms(device: torch.device, dtype: torch.dtype, rows: int, dim: int, cols: int, warmup_ms: float,
+                  rep_ms: float, max_samples: int) -> float:
+    """Median ms of ``torch.mm`` on seeded random ``(rows × dim)`` and ``(dim × cols)`` matrices in ``dtype``,
+    timed with the benchmark's timer (``timing.cuda_samples``)."""
+    from .timing import cuda_samples
+
     g = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(rows, dim, device=device, dtype=dtype, generator=g)
-    b = torch.randn(dim, prototypes, device=device, dtype=dtype, generator=g)
-    samples = cuda_samples(lambda: torch.mm(a, b), device, warmup_ms, rep_ms, min_samples=10, max_samples=200)
+    b = torch.randn(dim, cols, device=device, dtype=dtype, generator=g)
+    samples = cuda_samples(lambda: torch.mm(a, b), device, warmup_ms, rep_ms, min_samples=10, max_samples=max_samples)
     del a, b
-    return MatmulRate(str(dtype).removeprefix("torch."), rows, dim, prototypes,
-                      bool(torch.backends.cuda.matmul.allow_tf32), statistics.median(samples))
+    return statistics.median(samples)
 
 
 def measure_copy_rate(device: torch.device, size: int = 2**30, warmup_ms: float = 25.0,
