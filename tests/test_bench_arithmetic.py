@@ -41,6 +41,11 @@ def test_matmul_passes_per_peer():
         assert algorithm_flops(peer, shape, "loss", "fwd") == (6 * 8192 + 2 * 512 + 2 * 2048) * flop
         assert algorithm_flops(peer, shape, "loss", "fwd", sixteen_bit=True) == (6 * 8192 + 3 * 512 + 2 * 2048) * flop
     assert algorithm_flops("triton", shape, "loss", "fwd+bwd", iterations=0) == (2 * 512 + 4 * 2048) * flop
+    # kernels whose accumulator's width is shared by several programs score their rows once per part
+    parts = {"codes": 2, "forward": 2, "backward": 3}
+    rows = [m for _, m in matmul_passes("triton", shape, "loss", "fwd+bwd", width_splits=parts)]
+    assert rows == [8192] * 6 + [512, 512, 512] + [2048] * 3 + [2048] * 4
+    assert algorithm_flops("triton", shape, "scores-lse", "fwd+bwd", width_splits=parts) == 7 * 2048 * flop
     # the CUDA backend: Sinkhorn scores of the batch and queue rows once, then scores, ∂Z, ∂C on the library
     # (the gradients' matmuls run in the forward: the same passes for fwd and fwd+bwd, at any T)
     for peer in ("cuda", "cuda-graph"):
@@ -181,7 +186,6 @@ def test_scores_rows_are_checked_against_the_loss_of_their_own_rounded_scores(dt
     from swav_kernels.bench.accuracy import rel_err, tolerance
     from swav_kernels.bench.problem import make_problem
     from swav_kernels.bench.runner import Settings, case_truth, scores_path_truth
-    from swav_kernels.bench.shapes import Case
 
     shape = NAMED_SHAPES["tiny"]
     case = Case(shape, dtype, "loss", ("fwd", "fwd+bwd"))
@@ -203,3 +207,20 @@ def test_scores_rows_are_checked_against_the_loss_of_their_own_rounded_scores(dt
     problem32 = make_problem(shape, settings.device, torch.float32, 0, 1.0)
     assert rel_err(scores_path_truth(case32, problem32, settings)[0]["fwd+bwd"],
                    case_truth(case32, problem32, settings)[0]["fwd+bwd"]) < 1e-6
+
+
+def test_fused_width_splits_read_the_tile_tables():
+    pytest.importorskip("triton")
+    from swav_kernels.bench.flops import fused_width_splits
+    from swav_kernels.bench.runner import width_splits_of
+    from swav_kernels.triton.tiles import matmul_tiles
+
+    cpu = torch.device("cpu")  # the interpreter reads the sm_90 tables
+    parts = fused_width_splits(256, torch.bfloat16, cpu)
+    assert parts == {kernel: 256 // matmul_tiles(kernel, 256, torch.bfloat16, "tf32", 0, cpu).out_width
+                     for kernel in ("codes", "forward", "backward")}
+    assert parts["codes"] == 2  # 16-bit codes at D = 256 hold 128 columns of codes·C per program
+    case = Case(NAMED_SHAPES["large-k"], "bfloat16", "loss", ("fwd+bwd",))
+    assert width_splits_of("triton-graph", case, torch.bfloat16, cpu) == parts
+    assert width_splits_of("triton-scores", case, torch.bfloat16, cpu) is None
+    assert width_splits_of("plain-compiled", case, torch.bfloat16, cpu) is None

@@ -41,6 +41,11 @@ def test_fused_sinkhorn_costs():
     fp32 = launch_cost("_codes_kernel", dict(RECOMPUTE=True, ROW_LSE=False, NORMALIZE=True), (4, 2, 1), {"S": 3},
                        SWAV_1GPU, torch.float32)
     assert [what for what, _ in fp32.passes] == ["scores", "scores", "codes·C"]
+    # the accumulator's width shared by 2 programs (Tiles.block_out): each scores the rows again; the grid's
+    # third axis holds ranges × parts, and only the ranges write mass and projection partials
+    halves = launch_cost("_codes_kernel", dict(RECOMPUTE=True, ROW_LSE=True, NORMALIZE=False), (4, 2, 16),
+                         {"S": 3, "R": 3, "width_splits": 2}, SWAV_1GPU, bf16)
+    assert halves.passes == (("scores", 512),) * 2 + (("codes·C", 512),) * 2 and halves.bytes == codes.bytes
 
 
 def test_loss_and_scores_path_costs():
@@ -56,6 +61,10 @@ def test_loss_and_scores_path_costs():
     assert split.bytes == 2048 * 128 * 2 + 768_000 + 2 * 256 * 129 * 4 + 2048 * 4 + 2 * 8 * 2048 * 2 * 4
     backward = launch_cost("_backward_kernel", dict(), (314, 1, 1), {"code_splits": 1, "splits": 6}, SWAV_1GPU, bf16)
     assert backward.flops == 2 * 2048 * PASS
+    for kernel, grid in (("_loss_forward_kernel", (32, 16, 1)), ("_backward_kernel", (628, 1, 1))):
+        shared = launch_cost(kernel, dict(WITH_OUTPUT=True), grid, {"code_splits": 1, "width_splits": 2, "splits": 1},
+                             SWAV_1GPU, bf16)
+        assert [what for what, _ in shared.passes][:2] == ["scores", "scores"] and shared.flops == 3 * 2048 * PASS
     assert backward.bytes == (2 * (2048 * 128 * 2 + 768_000) + 2 * 256 * 3000 * 4 + 2 * 256 * 129 * 4 + 2048 * 4
                               + 2048 * 128 * 4 + 2 * 6 * 3000 * 128 * 4)
     # stored scores: memory-bound, no matmul

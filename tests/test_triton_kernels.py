@@ -336,3 +336,49 @@ def test_queue_shift_equals_the_reference_shift(length, batch, crops, dtype):
     Backend().shift_queue(expected, embeddings, crops, batch)  # facebookresearch/swav's two-step update
     shift_queue(queue, embeddings, crops, batch)
     assert torch.equal(queue, expected)
+
+
+@pytest.fixture
+def narrow_accumulators(monkeypatch):
+    """Tile tables whose codes, loss-forward and backward programs each hold 16 columns of their (rows × D)
+    accumulator (``Tiles.block_out``): a D = 33 problem splits its width over 4 programs, the last all padding."""
+    from swav_kernels.triton import tiles
+
+    for table in (tiles.SM80, tiles.SM90):
+        for key, entry in list(table.items()):
+            if key[0] in ("codes", "forward", "backward"):
+                monkeypatch.setitem(table, key, (*entry[:4], 16))
+
+
+@pytest.mark.parametrize("dtype", DOT_DTYPES)
+@pytest.mark.parametrize("splits", [1, 3])
+def test_accumulators_split_across_the_width(dtype, splits, request):
+    z, c = unit(5 * 14, 33, dtype=dtype), unit(129, 33, dtype=dtype)
+    crops = (4, 1, 2)
+    rows = SinkhornRows(z, None, crops, 14, c)
+    columns = sinkhorn_column.column_step(rows, 20.0, None)
+    stats = sinkhorn_row.row_step(rows, 20.0, columns)
+    whole = [sinkhorn_codes.codes(rows, 20.0, columns, stats, True, splits=splits)]
+    whole += embeddings_loss.embeddings_loss(z, c, whole[0], crops, 10.0, True, splits=splits)
+    grad = torch.tensor(0.37, device=DEVICE)
+    whole += embeddings_grad.embeddings_loss_backward(grad, z, c, whole[0], crops, 10.0, *whole[2:4], splits=splits)
+
+    request.getfixturevalue("narrow_accumulators")
+    assert embeddings_loss.LossForwardShape.of(70, 33, 129, 3, 14, dtype, z.device, True).tiles.width_splits == 4
+    codes = sinkhorn_codes.codes(rows, 20.0, columns, stats, True, splits=splits)
+    # the scores of every part are the same tile products: codes and mass are the unsplit ones, bit for bit
+    assert torch.equal(codes.codes, whole[0].codes) and torch.equal(codes.mass, whole[0].mass)
+    assert rel_err(codes.projected.cpu(), whole[0].projected.cpu()) <= 1e-6
+    loss, lse, out = embeddings_loss.embeddings_loss(z, c, codes, crops, 10.0, True, splits=splits)
+    assert torch.equal(lse, whole[2])
+    assert rel_err(out.cpu(), whole[3].cpu()) <= 1e-6 and rel_err(loss.cpu(), whole[1].cpu()) <= 1e-6
+    grad_z, grad_c = embeddings_grad.embeddings_loss_backward(grad, z, c, codes, crops, 10.0, lse, out, splits=splits)
+    expected = ORACLE.embeddings_loss_backward(grad.cpu(), z.cpu(), c.cpu(), to_cpu_codes(codes), crops, 10.0,
+                                               lse.cpu(), out.cpu())
+    assert rel_err(grad_c.cpu().float(), whole[5].cpu().float()) <= 1e-3 * (dtype != torch.float32) + 1e-6
+    assert rel_err(grad_c.cpu().float(), expected[1].float()) <= 5 * TOLERANCE[dtype]
+    assert rel_err(grad_z.cpu().float(), expected[0].float()) <= 5 * TOLERANCE[dtype]
+
+
+def to_cpu_codes(codes):
+    return Codes(*(t.cpu() for t in codes))

@@ -41,15 +41,17 @@ def algorithm(peer: str) -> str:
     return "fused"
 
 
-def matmul_passes(peer: str, shape: Shape, op: str, pass_: str, iterations: int = 3, sixteen_bit: bool = False
-                  ) -> list[tuple[str, int]] | None:
+def matmul_passes(peer: str, shape: Shape, op: str, pass_: str, iterations: int = 3, sixteen_bit: bool = False,
+                  width_splits: dict | None = None) -> list[tuple[str, int]] | None:
     """The matmul passes of one call of ``op`` by ``peer``: ``[(what, rows M), ...]``, each pass
     costing ``2·M·K·D`` FLOPs; ``[]`` when the operation has no matmul (the Sinkhorn on given
     scores), None where the peer's algorithm is not known here.
 
     ``pass_`` is ``"fwd"`` (a training step's forward: gradients enabled, so whatever the
     backward needs is computed) or ``"fwd+bwd"``. ``iterations`` is the Sinkhorn's T;
-    ``sixteen_bit``: fp16/bf16 inputs (the fused codes project hi and lo parts). With
+    ``sixteen_bit``: fp16/bf16 inputs (the fused codes project hi and lo parts). ``width_splits``
+    (``fused_width_splits``): per fused kernel ("codes", "forward", "backward"), the programs that share
+    the width D of its (rows × D) accumulator, each scoring the same rows again (default 1). With
     ``V·B`` rows of embeddings, ``|A|`` assign crops, ``L`` queue rows per assign crop:
 
     =============  ===========================================  ===========================================
@@ -62,7 +64,9 @@ def matmul_passes(peer: str, shape: Shape, op: str, pass_: str, iterations: int 
                    from the embeddings); codes: scores again
                    over |A|·B and codes·C over |A|·B (twice for
                    16-bit inputs: hi and lo); scoring + lse +
-                   softmax·C: 2 passes over V·B
+                   softmax·C: 2 passes over V·B; every "scores"
+                   pass of codes, forward and backward once per
+                   part of the width (``Tiles.width_splits``)
     library        Sinkhorn scores: |A|·B and |A|·L (stored     none (the backward scales ∂Z and ∂C)
                    once: every benchmark shape fits the budget
                    of swav_kernels/cuda/plans.py); scores V·B,
@@ -87,8 +91,10 @@ def matmul_passes(peer: str, shape: Shape, op: str, pass_: str, iterations: int 
         if kind == "library":
             return None
         if kind == "fused":
-            passes = [("scores + lse + softmax·C", vb), ("softmax·C", vb)]
-            return passes + ([("∂C: recompute scores", vb), ("∂C: softmaxᵀ·Z", vb)] if backward else [])
+            parts = {"forward": 1, "backward": 1, **(width_splits or {})}
+            passes = [("scores + lse", vb)] * parts["forward"] + [("softmax·C", vb)]
+            return passes + ([("∂C: recompute scores", vb)] * parts["backward"] + [("∂C: softmaxᵀ·Z", vb)]
+                             if backward else [])
         return [("scores", vb)] + ([("∂Z = ∂S C", vb), ("∂C = ∂Sᵀ Z", vb)] if backward else [])
     if op != "loss":
         return None
@@ -99,19 +105,33 @@ def matmul_passes(peer: str, shape: Shape, op: str, pass_: str, iterations: int 
         passes = [("Sinkhorn: batch scores", n_assign * shape.batch)]
         passes += [("Sinkhorn: queue scores", n_assign * queue)] if queue else []
         return passes + [("scores", vb), ("∂Z = ∂S C", vb), ("∂C = ∂Sᵀ Z", vb)]
+    parts = {"codes": 1, "forward": 1, "backward": 1, **(width_splits or {})}
     sinkhorn_rows = n_assign * (queue + shape.batch)
     passes = [(f"Sinkhorn pass {n + 1}: recompute scores", sinkhorn_rows) for n in range(2 * iterations)]
-    passes += [("codes: recompute scores", n_assign * shape.batch), ("codes·C", n_assign * shape.batch)]
+    passes += [("codes: recompute scores", n_assign * shape.batch)] * parts["codes"]
+    passes += [("codes·C", n_assign * shape.batch)]
     passes += [("codes·C, lo part", n_assign * shape.batch)] if sixteen_bit else []
-    passes += [("scores + lse", vb), ("softmax·C", vb)]
-    return passes + ([("∂C: recompute scores", vb), ("∂C: softmaxᵀ·Z", vb)] if backward else [])
+    passes += [("scores + lse", vb)] * parts["forward"] + [("softmax·C", vb)]
+    if backward:
+        passes += [("∂C: recompute scores", vb)] * parts["backward"] + [("∂C: softmaxᵀ·Z", vb)]
+    return passes
+
+
+def fused_width_splits(dim: int, dtype: torch.dtype, device: torch.device) -> dict:
+    """``{kernel: parts}`` of the Triton fused path's codes, loss forward and backward at width ``dim`` on
+    ``device`` (``matmul_passes``'s ``width_splits``), from the tile tables (needs triton)."""
+    from ..triton.launch import dot_precision
+    from ..triton.tiles import matmul_tiles
+
+    return {kernel: matmul_tiles(kernel, dim, dtype, dot_precision(dtype), 0, device).width_splits
+            for kernel in ("codes", "forward", "backward")}
 
 
 def algorithm_flops(peer: str, shape: Shape, op: str, pass_: str, iterations: int = 3,
-                    sixteen_bit: bool = False) -> int | None:
+                    sixteen_bit: bool = False, width_splits: dict | None = None) -> int | None:
     """FLOPs of the matmul passes ``peer`` performs (``matmul_passes``, 2·M·K·D each); None
     where unknown or where the operation has no matmul."""
-    passes = matmul_passes(peer, shape, op, pass_, iterations, sixteen_bit)
+    passes = matmul_passes(peer, shape, op, pass_, iterations, sixteen_bit, width_splits)
     if not passes:
         return None
     return sum(2 * rows * shape.prototypes * shape.dim for _, rows in passes)

@@ -21,17 +21,20 @@ column step   1 over G·N (scores recomputed)         rows G·N·D·e + C K·D·
                                                      row partials in R·G·N·8; column partials out S·G·K·8
 row step      1 over G·N                             rows + C (or scores) as above; column partials in
                                                      S·G·K·8; row partials out R·G·N·8
-codes         1 over G·B (2 when it sweeps for its   batch rows G·B·D·e + C (or scores G·B·K·e);
+codes         P over G·B (2P when it sweeps for its  batch rows G·B·D·e + C (or scores G·B·K·e);
               own row sums) + codes·C over G·B: 1    partials in; codes G·B·K·4, mass S·G·B·4 and
               (fp32) or 2 (16-bit, hi + lo)          projection S·G·B·D·4 out
-loss forward  2 over M (1 without the output)        z M·D·e + C; mass + projection in; lse M·4 and
+loss forward  P + 1 over M (1 without the output)    z M·D·e + C; mass + projection in; lse M·4 and
                                                      output M·D·4 out; split partials out and back
-backward      2 over M (scores again, ∂C)            z, C, codes, mass + projection, lse, output in;
+backward      P + 1 over M (scores again, ∂C)        z, C, codes, mass + projection, lse, output in;
                                                      ∂z M·D·e and ∂C K·D·e out; ∂C partials 2·S·K·D·4
 scores loss   none (memory-bound)                    scores M·K·e + codes G·B·K·4 in; lse and weight
                                                      2·M·4 out, a share of the loss per program
 scores grad   none (memory-bound)                    scores M·K·e + codes + 2·M·4 in; ∂s M·K·e out
 ============  =====================================  ==================================================
+
+P is the launch's ``width_splits``: the programs that share the width D of its (rows × D) accumulator,
+each scoring the same rows again (``Tiles.block_out``; 1 where a program holds all of D).
 
 Re-reads that the L2 cache may or may not serve (C by every row block, a code row by every crop that
 predicts it) are not counted: bytes / time is an effective bandwidth. The roofline time of a launch is
@@ -104,6 +107,7 @@ def launch_cost(kernel: str, constexprs: dict, grid: tuple, scalars: dict, shape
     n, m = shape.sinkhorn_rows, shape.rows
     recompute = bool(constexprs.get("RECOMPUTE", True))
     prototypes = k * d * e
+    parts = int(scalars.get("width_splits", 1))  # programs sharing one accumulator's width, each scoring again
     passes: list[tuple[str, int]] = []
     if family in ("column step", "row step"):
         read = groups * n * d * e + prototypes if recompute else groups * n * k * e
@@ -119,28 +123,28 @@ def launch_cost(kernel: str, constexprs: dict, grid: tuple, scalars: dict, shape
     elif family == "codes":
         own_sweep = bool(constexprs.get("NORMALIZE")) and not constexprs.get("ROW_LSE")
         if recompute:
-            passes += [("scores", groups * batch)] * (2 if own_sweep else 1)
+            passes += [("scores", groups * batch)] * ((2 if own_sweep else 1) * parts)
             passes += [("codes·C", groups * batch)] * (1 if dtype == torch.float32 else 2)
         read = groups * batch * d * e + prototypes if recompute else groups * batch * k * e
         read += int(scalars.get("S", 1)) * groups * k * 2 * F32
         if constexprs.get("ROW_LSE"):
             read += int(scalars.get("R", 1)) * groups * n * 2 * F32
-        splits = grid[2]
+        splits = grid[2] // parts
         written = groups * batch * k * F32 + splits * groups * batch * F32
         if recompute:
             written += splits * groups * batch * d * F32
         moved = read + written
     elif family == "loss forward":
         output = bool(constexprs.get("WITH_OUTPUT", True))
-        passes += [("scores", m)] + ([("softmax·C", m)] if output else [])
+        passes += [("scores", m)] * parts + ([("softmax·C", m)] if output else [])
         code_splits = int(scalars.get("code_splits", 1))
         moved = m * d * e + prototypes + code_splits * groups * batch * (1 + d) * F32 + m * F32
         moved += m * d * F32 if output else 0
-        splits = grid[1]
+        splits = grid[1] // parts
         if splits > 1:  # partial (max, sum[, output]) per range, written and read back by the merging program
             moved += 2 * splits * m * (2 + (d if output else 0)) * F32
     elif family == "backward":
-        passes += [("scores", m), ("∂C = gradientᵀ·Z", m)]
+        passes += [("scores", m)] * parts + [("∂C = gradientᵀ·Z", m)]
         code_splits = int(scalars.get("code_splits", 1))
         moved = 2 * (m * d * e + prototypes)  # z and C in, ∂z and ∂C out
         moved += groups * batch * k * F32 + code_splits * groups * batch * (1 + d) * F32 + m * F32 + m * d * F32

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 import torch
 
 from . import accuracy
-from .flops import algorithm_flops, sinkhorn_bytes, useful_flops
+from .flops import algorithm_flops, fused_width_splits, sinkhorn_bytes, useful_flops
 from .hardware import CopyRate, DevicePeaks, MatmulRate, matmul_peak_for, measure_mm_rate
 from .kernel_times import PROFILED_CALLS, kernel_rows, plan_costs, profile_device_events, sum_kernel_events
 from .launches import count_device_work
@@ -217,6 +217,14 @@ def scores_path_truth(case: Case, problem, settings: Settings) -> tuple[dict, st
     return {p: t for p, t in truth.items() if p in case.passes}, why
 
 
+def width_splits_of(peer: str, case: Case, dtype: torch.dtype, device: torch.device) -> dict | None:
+    """The Triton fused path's parts of the width per kernel (``flops.fused_width_splits``) for a Triton peer
+    that runs it; None (one part each) for every other peer."""
+    if peer.removesuffix(GRAPH_SUFFIX) != "triton":
+        return None
+    return fused_width_splits(case.shape.dim, dtype, device)
+
+
 def _derive(records: list[dict], case: Case, settings: Settings, iterations: int = 3) -> None:
     """Speed-ups against the reference, reference-compiled and plain-compiled peers, memory
     ratio against the reference; throughput: useful TFLOP/s (DESIGN §5's count, the same for
@@ -237,7 +245,8 @@ def _derive(records: list[dict], case: Case, settings: Settings, iterations: int
         if flops is not None:
             r.update(flops=flops, tflops=flops / seconds / 1e12)
             performed = algorithm_flops(r["peer"], case.shape, case.op, r["pass"], iterations,
-                                        case.dtype in ("bfloat16", "float16"))
+                                        case.dtype in ("bfloat16", "float16"),
+                                        width_splits_of(r["peer"], case, dtype, settings.device))
             if performed is not None:
                 r.update(algorithm_flops=performed, algorithm_tflops=performed / seconds / 1e12)
                 if peak is not None:

@@ -8,7 +8,8 @@ product of their own. ∂Z programs, one per block of rows, take the forward's a
 ``∂z[m] = coef · (w[m]·out[m] − Σ_{a: A[a]≠v} projected[a, b])``. ``coef = grad · inv_tau / denom``
 is read on the device (no host sync). Where prototype blocks are too few to fill the device, ∂C is split
 over row ranges: each writes a partial, and the last of a block's ranges to finish adds them in order
-(``tickets.last_to_arrive``: no merge launch, the same bits run to run).
+(``tickets.last_to_arrive``: no merge launch, the same bits run to run). Where the tiles hold fewer ∂C
+columns than D (``Tiles.block_out``), each part of the width recomputes the scores for its columns.
 """
 from __future__ import annotations
 
@@ -31,9 +32,9 @@ def _backward_kernel(
     z_ptr, c_ptr, M, K, D,
     codes_ptr, mass_ptr, projected_ptr, B, n_assign, crops_packed, code_splits,
     lse_ptr, out_ptr, grad_ptr, grad_z_ptr, grad_c_ptr, partial_ptr, counter_ptr,
-    scale_log2, coef_scale, rows_per_split, prototype_programs, splits,
+    scale_log2, coef_scale, rows_per_split, prototype_programs, splits, width_splits,
     FINAL: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_OUT: tl.constexpr,
 ):
     # float arguments arrive as fp64 from torch.compile's wrapper (fp32 from a direct launch): one type
     scale_log2 = tl.cast(scale_log2, tl.float32)
@@ -43,16 +44,19 @@ def _backward_kernel(
     dim_mask = dims[None, :] < D
     coef = tl.load(grad_ptr) * coef_scale
     prototype_blocks = tl.cdiv(K, BLOCK_K)
-    if pid < prototype_programs:  # ∂C for one block of prototypes over one row range
+    if pid < prototype_programs:  # ∂C for one block of prototypes, one row range and one part of the width
         pid_k = pid % prototype_blocks
-        split = pid // prototype_blocks
+        part_of_width = (pid // prototype_blocks) % width_splits  # ∂C columns [part·BLOCK_OUT, +BLOCK_OUT)
+        split = pid // prototype_blocks // width_splits
+        out_dims = part_of_width * BLOCK_OUT + tl.arange(0, BLOCK_OUT)
+        out_mask = out_dims[None, :] < D
         cols = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
         col_mask = cols < K
         c = tl.load(c_ptr + cols[:, None].to(tl.int64) * D + dims[None, :], mask=col_mask[:, None] & dim_mask,
                     other=0.0)
         m_begin = split * rows_per_split
         m_end = tl.minimum(m_begin + rows_per_split, M)
-        acc = tl.zeros((BLOCK_K, BLOCK_D), tl.float32)
+        acc = tl.zeros((BLOCK_K, BLOCK_OUT), tl.float32)
         for m0 in range(m_begin, m_end, BLOCK_M):
             rows = m0 + tl.arange(0, BLOCK_M)
             row_mask = rows < m_end
@@ -65,20 +69,21 @@ def _backward_kernel(
             s = tl.dot(z, tl.trans(c), input_precision=PRECISION) * scale_log2
             gradient = tl.exp2(s - lse[:, None]) * weight[:, None]  # masked rows have weight 0
             gradient -= predicted_codes(codes_ptr, crops_packed, n_assign, crop, b, B, K, cols, col_mask, row_mask)
+            if BLOCK_OUT != BLOCK_D:  # this part's columns of z (an L1/L2 hit)
+                z = tl.load(z_ptr + rows[:, None].to(tl.int64) * D + out_dims[None, :],
+                            mask=row_mask[:, None] & out_mask, other=0.0)
             acc += tl.dot(tl.trans(gradient.to(z.dtype)), z, input_precision=PRECISION)
-        c_tile = cols[:, None].to(tl.int64) * D + dims[None, :]
+        c_tile = cols[:, None].to(tl.int64) * D + out_dims[None, :]
+        c_mask = col_mask[:, None] & out_mask
         if FINAL:
-            tl.store(grad_c_ptr + c_tile, (coef * acc).to(grad_c_ptr.dtype.element_ty),
-                     mask=col_mask[:, None] & dim_mask)
+            tl.store(grad_c_ptr + c_tile, (coef * acc).to(grad_c_ptr.dtype.element_ty), mask=c_mask)
         else:  # the block's last row range adds the S partials in order
-            tl.store(partial_ptr + split * K * D + c_tile, acc, mask=col_mask[:, None] & dim_mask)
-            if last_to_arrive(counter_ptr + pid_k, splits):
-                total = tl.zeros((BLOCK_K, BLOCK_D), tl.float32)
+            tl.store(partial_ptr + split * K * D + c_tile, acc, mask=c_mask)
+            if last_to_arrive(counter_ptr + pid_k * width_splits + part_of_width, splits):
+                total = tl.zeros((BLOCK_K, BLOCK_OUT), tl.float32)
                 for s_ in range(splits):
-                    total += tl.load(partial_ptr + s_ * K * D + c_tile, mask=col_mask[:, None] & dim_mask,
-                                     other=0.0, cache_modifier=".cg")
-                tl.store(grad_c_ptr + c_tile, (coef * total).to(grad_c_ptr.dtype.element_ty),
-                         mask=col_mask[:, None] & dim_mask)
+                    total += tl.load(partial_ptr + s_ * K * D + c_tile, mask=c_mask, other=0.0, cache_modifier=".cg")
+                tl.store(grad_c_ptr + c_tile, (coef * total).to(grad_c_ptr.dtype.element_ty), mask=c_mask)
     else:  # ∂Z for one block of rows, 32 columns at a time
         z_rows = (pid - prototype_programs) * BLOCK_M + tl.arange(0, BLOCK_M)
         z_mask = z_rows < M
@@ -121,8 +126,8 @@ class BackwardShape(NamedTuple):
 
     @property
     def counters(self) -> int:
-        """int32 tickets the launch needs, zero before it runs: one per block of prototypes."""
-        return triton.cdiv(self.prototypes, self.tiles.block_k)
+        """int32 tickets the launch needs, zero before it runs: one per block of prototypes and part of the width."""
+        return triton.cdiv(self.prototypes, self.tiles.block_k) * self.tiles.width_splits
 
 
 def prepare_backward(shape: BackwardShape, dtype: torch.dtype, crops, inv_tau: float, code_splits: int, z, c,
@@ -133,16 +138,16 @@ def prepare_backward(shape: BackwardShape, dtype: torch.dtype, crops, inv_tau: f
     ``counters`` int32 (``shape.counters``, zero) when S > 1, else None."""
     tiles = shape.tiles
     final = shape.splits == 1
-    prototype_programs = triton.cdiv(shape.prototypes, tiles.block_k) * shape.splits
+    prototype_programs = triton.cdiv(shape.prototypes, tiles.block_k) * tiles.width_splits * shape.splits
     coef_scale = inv_tau / (shape.n_assign * (shape.rows // shape.batch - 1) * shape.batch)
     grid = (prototype_programs + triton.cdiv(shape.rows, tiles.block_rows),)
     return PreparedLaunch(_backward_kernel, grid, (
         z, c, shape.rows, shape.prototypes, shape.dim, codes, mass, projected, shape.batch, shape.n_assign,
         pack_crops(crops), code_splits, lse, out, grad, grad_z, grad_c, grad_c if final else partial,
         grad if final else counters, inv_tau * LOG2E, coef_scale, shape.rows_per_split, prototype_programs,
-        shape.splits),
+        shape.splits, tiles.width_splits),
         dict(FINAL=final, PRECISION=dot_precision(dtype), BLOCK_M=tiles.block_rows, BLOCK_K=tiles.block_k,
-             BLOCK_D=tiles.block_d, num_warps=tiles.warps, num_stages=tiles.stages))
+             BLOCK_D=tiles.block_d, BLOCK_OUT=tiles.out_width, num_warps=tiles.warps, num_stages=tiles.stages))
 
 
 def embeddings_loss_backward(grad: torch.Tensor, z: torch.Tensor, c: torch.Tensor, codes: Codes, crops,

@@ -1,7 +1,9 @@
 """Sinkhorn codes (``Kernels.sinkhorn_codes``): for the batch rows only, the codes, their row mass and, on
 the fused path, ``codes · C`` while the prototype tiles are loaded anyway. One program per (block of batch
-rows, group, prototype range); each range writes its partial mass and projection, which the loss kernels
-add where they read them.
+rows, group, prototype range, part of the width); each range writes its partial mass and projection,
+which the loss kernels add where they read them. Where the tiles give ``codes · C`` fewer columns than D
+(``Tiles.block_out``), the parts of the width form the same codes and each projects onto its columns;
+the first part stores the codes and mass.
 
 The row's log-sum-exp comes from the last row step's partials (fused path: the prototypes are split to
 fill the device, one sweep), or from a first sweep of the kernel itself (scores path, one range: its
@@ -29,9 +31,10 @@ from .tiles import MAX_CODE_SPLITS, balanced_ranges, sinkhorn_row_splits
 def _codes_kernel(
     main_ptr, queue_ptr, c_ptr, N, L, B, K_UNITS, D, crops_packed,
     max_ptr, sum_ptr, S, row_max_ptr, row_sum_ptr, R, codes_ptr, mass_ptr, projected_ptr,
-    scale_log2, log2_prototypes, k_per_split,
+    scale_log2, log2_prototypes, k_per_split, width_splits,
     ROW_LSE: tl.constexpr, NORMALIZE: tl.constexpr, RECOMPUTE: tl.constexpr, PRECISION: tl.constexpr,
     K_ALIGN: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_OUT: tl.constexpr,
 ):
     # float arguments arrive as fp64 from torch.compile's wrapper (fp32 from a direct launch): one type
     scale_log2 = tl.cast(scale_log2, tl.float32)
@@ -41,7 +44,9 @@ def _codes_kernel(
     # (one prototype range); else the codes are exp(u) (T = 0)
     pid_n = tl.program_id(0)
     g = tl.program_id(1)
-    split = tl.program_id(2)
+    split = tl.program_id(2) // width_splits  # prototype range
+    part_of_width = tl.program_id(2) % width_splits  # codes·C columns [part·BLOCK_OUT, +BLOCK_OUT)
+    writes_codes = part_of_width == 0  # every part forms the same codes; the first stores them
     groups = tl.num_programs(1)
     crop = unpack_crop(crops_packed, g)
     j = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # batch row j is Sinkhorn row L + j
@@ -71,7 +76,8 @@ def _codes_kernel(
 
     # the codes of this prototype range, their mass and codes · C
     mass = tl.zeros((BLOCK_N,), tl.float32)
-    projected = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
+    out_dims = part_of_width * BLOCK_OUT + tl.arange(0, BLOCK_OUT)
+    projected = tl.zeros((BLOCK_N, BLOCK_OUT), tl.float32)
     code_rows = (g * B + j).to(tl.int64) * K
     for k0 in range(k_begin, k_end, BLOCK_K):
         cols = k0 + tl.arange(0, BLOCK_K)
@@ -83,9 +89,13 @@ def _codes_kernel(
         # log-sum-exp at the magnitude of u (|x|/ε in the thousands: errors of 1e-4 per code)
         q = tl.exp2((u - row_max[:, None]) - log_row_sum[:, None])
         q = tl.where(row_mask[:, None] & col_mask[None, :], q, 0.0)
-        tl.store(codes_ptr + code_rows[:, None] + cols[None, :], q, mask=row_mask[:, None] & col_mask[None, :])
+        tl.store(codes_ptr + code_rows[:, None] + cols[None, :], q,
+                 mask=row_mask[:, None] & col_mask[None, :] & writes_codes)
         mass += tl.sum(q, axis=1)
         if RECOMPUTE:
+            if BLOCK_OUT != BLOCK_D:  # this part's columns of the prototype tile (an L1/L2 hit)
+                c = tl.load(c_ptr + cols[:, None].to(tl.int64) * D + out_dims[None, :],
+                            mask=col_mask[:, None] & (out_dims[None, :] < D), other=0.0)
             # accumulated in place (the accumulator operand of tl.dot): no second (rows × D) fp32 tile
             if c.dtype == tl.float32:
                 projected = tl.dot(q, c, projected, input_precision=PRECISION)
@@ -94,10 +104,10 @@ def _codes_kernel(
                 low = (q - high.to(tl.float32)).to(c.dtype)
                 projected = tl.dot(low, c, tl.dot(high, c, projected))
     part = (split * groups + g) * B + j
-    tl.store(mass_ptr + part, mass, mask=row_mask)
+    tl.store(mass_ptr + part, mass, mask=row_mask & writes_codes)
     if RECOMPUTE:
-        out = projected_ptr + part.to(tl.int64)[:, None] * D + dims[None, :]
-        tl.store(out, projected, mask=row_mask[:, None] & (dims[None, :] < D))
+        out = projected_ptr + part.to(tl.int64)[:, None] * D + out_dims[None, :]
+        tl.store(out, projected, mask=row_mask[:, None] & (out_dims[None, :] < D))
 
 
 def code_split_count(shape: RowShape, row_lse: bool, splits: int | None = None) -> int:
@@ -107,7 +117,8 @@ def code_split_count(shape: RowShape, row_lse: bool, splits: int | None = None) 
         return 1
     tiles = shape.tiles("codes")
     if splits is None:
-        splits = sinkhorn_row_splits(tiles, shape.groups * triton.cdiv(shape.batch, tiles.block_rows),
+        row_blocks = shape.groups * triton.cdiv(shape.batch, tiles.block_rows) * tiles.width_splits
+        splits = sinkhorn_row_splits(tiles, row_blocks,
                                      shape.prototypes, shape.device, MAX_CODE_SPLITS)
     return balanced_ranges(shape.prototypes, tiles.block_k, splits)[1]
 
@@ -121,15 +132,16 @@ def prepare_codes(shape: RowShape, inv_eps: float, column_splits: int, normalize
     float32 (``projected`` None on the scores path)."""
     tiles = shape.tiles("codes")
     k_per_split, splits = balanced_ranges(shape.prototypes, tiles.block_k, splits)
-    grid = (triton.cdiv(shape.batch, tiles.block_rows), shape.groups, splits)
+    width_splits = tiles.width_splits if shape.recompute else 1
+    grid = (triton.cdiv(shape.batch, tiles.block_rows), shape.groups, splits * width_splits)
     row_max, row_sum, row_splits = row_stats if row_stats is not None else (col_max, col_max, 1)
     arguments = (*shape.arguments(*rows), col_max, col_sum, column_splits, row_max, row_sum, row_splits, codes,
                  mass, projected if projected is not None else mass, inv_eps * LOG2E, math.log2(shape.prototypes),
-                 k_per_split)
+                 k_per_split, width_splits)
     return PreparedLaunch(_codes_kernel, grid, arguments, dict(
         ROW_LSE=row_stats is not None, NORMALIZE=normalize_rows and row_stats is None, RECOMPUTE=shape.recompute,
         PRECISION=shape.precision, K_ALIGN=shape.k_align, BLOCK_N=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
-        num_warps=tiles.warps, num_stages=tiles.stages))
+        BLOCK_OUT=tiles.out_width, num_warps=tiles.warps, num_stages=tiles.stages))
 
 
 def codes(rows: SinkhornRows, inv_eps: float, columns: ColumnStats, row_stats: RowStats | None,

@@ -35,13 +35,27 @@ class Tiles(NamedTuple):
     block_d: int  # the whole embedding width, padded to a power of two (≥ 16 for tl.dot)
     warps: int
     stages: int
+    block_out: int = 0  # output columns per program of a (rows × D) accumulator; 0: all of block_d
+
+    @property
+    def out_width(self) -> int:
+        """Columns of the (rows × D) fp32 accumulator one program holds (codes·C, softmax·C, ∂C)."""
+        return self.block_out or self.block_d
+
+    @property
+    def width_splits(self) -> int:
+        """Programs that share one accumulator's width, each recomputing the same scores for its columns."""
+        return self.block_d // self.out_width
 
 
-# (kernel, operands, width) -> (block_rows, block_k, warps, stages); operands "16bit" (fp16/bf16),
+# (kernel, operands, width) -> (block_rows, block_k, warps, stages[, block_out]); operands "16bit" (fp16/bf16),
 # "tf32" or "tf32x3" (fp32 inputs); width 128 for D ≤ 128, 256 for D ≤ 256 (wider D uses the 256
 # entry: correct, untuned, may spill). Kernels: the Sinkhorn column step, row step and codes, the
 # loss forward and the loss backward (block_rows = rows per step, block_k = prototypes per program).
-# The column step multiplies (prototypes × rows), block_k being wgmma's M: ≥ 64 on sm_90.
+# The column step multiplies (prototypes × rows), block_k being wgmma's M: ≥ 64 on sm_90. block_out (codes,
+# forward, backward): columns of the (rows × D) fp32 accumulator per program, where all of D would spill
+# or leave wgmma; the D / block_out programs that share a block each recompute its scores (FLOPs the
+# plan and the bench count).
 SM90 = {
     ("column", "16bit", 128): (64, 128, 8, 3), ("column", "16bit", 256): (64, 64, 8, 3),
     ("column", "tf32", 128): (64, 64, 4, 2), ("column", "tf32", 256): (32, 64, 4, 2),
@@ -49,14 +63,14 @@ SM90 = {
     ("row", "16bit", 128): (128, 64, 8, 3), ("row", "16bit", 256): (128, 64, 8, 3),
     ("row", "tf32", 128): (64, 64, 4, 2), ("row", "tf32", 256): (64, 64, 4, 2),
     ("row", "tf32x3", 128): (64, 64, 4, 2), ("row", "tf32x3", 256): (64, 32, 4, 2),
-    ("codes", "16bit", 128): (64, 32, 8, 3), ("codes", "16bit", 256): (64, 16, 8, 3),
-    ("codes", "tf32", 128): (64, 32, 4, 2), ("codes", "tf32", 256): (32, 16, 4, 2),
-    ("codes", "tf32x3", 128): (16, 16, 8, 1), ("codes", "tf32x3", 256): (16, 16, 4, 1),
+    ("codes", "16bit", 128): (64, 32, 8, 3), ("codes", "16bit", 256): (128, 32, 8, 3, 128),
+    ("codes", "tf32", 128): (64, 32, 4, 2), ("codes", "tf32", 256): (64, 32, 8, 2, 128),
+    ("codes", "tf32x3", 128): (64, 32, 4, 2, 64), ("codes", "tf32x3", 256): (16, 16, 4, 1),
     ("forward", "16bit", 128): (128, 64, 8, 3), ("forward", "16bit", 256): (64, 64, 8, 3),
-    ("forward", "tf32", 128): (64, 32, 8, 2), ("forward", "tf32", 256): (64, 32, 8, 2),
-    ("forward", "tf32x3", 128): (16, 32, 4, 2), ("forward", "tf32x3", 256): (16, 16, 4, 1),
+    ("forward", "tf32", 128): (64, 32, 8, 2), ("forward", "tf32", 256): (128, 32, 8, 2, 128),
+    ("forward", "tf32x3", 128): (64, 32, 4, 2, 64), ("forward", "tf32x3", 256): (16, 16, 4, 1),
     ("backward", "16bit", 128): (128, 64, 8, 3), ("backward", "16bit", 256): (128, 64, 8, 3),
-    ("backward", "tf32", 128): (64, 16, 8, 2), ("backward", "tf32", 256): (32, 16, 4, 2),
+    ("backward", "tf32", 128): (64, 64, 4, 2, 64), ("backward", "tf32", 256): (32, 16, 4, 2),
     ("backward", "tf32x3", 128): (16, 16, 8, 1), ("backward", "tf32x3", 256): (16, 16, 4, 1),
 }
 SM80 = {
@@ -79,42 +93,30 @@ SM80 = {
 # Breaches of DESIGN §5a's kernel rules (``bench.kernel_rules``) that no tile of the tables removes, each with
 # its reason: (arch, path, family, operands, width, rule) -> why. ``tests/test_triton_compile.py`` fails on any
 # breach not listed here. The fixes they name are the open work of issue 19.
-_EXACT = (
-    "exact fp32 (3xTF32) multiplies each tile three times with the hi and lo parts of both operands live:"
-    " the 64-row tiles wgmma needs spill in this kernel under triton 3.6 or 3.8, so the exact mode keeps "
-    "16-row tiles on mma.sync (correct; slower than the TF32 path)")
+_EXACT_BACKWARD = (
+    "exact fp32 (3xTF32) backward: its 64-row tiles (wgmma's M for the scores, 64 prototypes for dC) spill "
+    "0.7-1.6 KB under triton 3.6-3.9 with 4 or 8 warps, 1 or 2 stages and dC's width split 2 or 4 ways, so "
+    "the exact backward keeps 16-row tiles on mma.sync (correct; slower than the TF32 path)")
 _EXACT_256 = (
-    "exact fp32 at D = 256: even 16-row tiles hold 16 x 256 fp32 accumulators beside the 3xTF32 operand "
-    "splits; no tile compiles without spills (codes, forward, backward under triton 3.6-3.9; the column "
-    "and row steps under 3.9 only). Correct, slow; the fix is splitting the output width D across programs")
-_TRANSPOSED = (
-    "the backward's dC product (G^T z, reduced over rows) takes z with its reduced dimension strided "
-    "(MN-major); wgmma accepts 32-bit operands only K-major, so Triton issues that product on mma.sync "
-    "and the scores product on wgmma")
-_TF32_256 = (
-    "TF32 at D = 256: rows x 256 fp32 accumulators beside fp32 operand tiles (z resident: 64 more registers "
-    "per thread at 64 rows) exceed 255 registers: 64-row codes and backward tiles spill, so 32-row ones on "
-    "mma.sync; the 64-row forward spills under triton 3.9 only. Needs the output width D split across programs")
-_CODES16_256 = (
-    "16-bit codes at D = 256: the 64 x 256 fp32 codes.C accumulator (64 registers per thread at 8 warps) "
-    "beside the resident 64 x 256 rows and the scores tile; with both products accumulated in place 8-20 B "
-    "still spill (80 B before), and 32-row tiles leave wgmma. Needs the output width D split across programs")
+    "exact fp32 at D = 256: the scores product holds a 64 x 256 fp32 operand tile split into its 3xTF32 "
+    "parts; with the accumulator's width split 4 ways the 64-row codes and forward still spill 0.5-1.6 KB "
+    "(and overflow shared memory at 2 stages), so 16-row tiles on mma.sync that spill less (the column and "
+    "row steps spill under 3.9 only). Correct, slow; the fix is looping the scores product over D in chunks")
+_TF32_256_BACKWARD = (
+    "TF32 backward at D = 256: the scores' 64 x 256 fp32 operand tiles beside the 64 x 64 dC accumulator "
+    "spill 32-500 B at 64 rows and 64 prototypes under triton 3.6-3.9, with dC's width split 2 or 4 ways; "
+    "32-row tiles (no spill) put the scores on mma.sync. The fix is looping the scores product over D in chunks")
 _STREAMING = (
     "ptxas keeps one 8-16 byte value in local memory (8-16 B of stack at 40-72 registers, so not register"
     " pressure; the same with 1, 2 or 3 stages) in this memory-bound streaming kernel: a few bytes per "
     "program beside the KiB it streams")
 KNOWN_SHORTFALLS = {
-    **{(90, "fused", family, "tf32x3", 128, "wgmma"): _EXACT for family in ("codes", "forward", "backward")},
+    (90, "fused", "backward", "tf32x3", 128, "wgmma"): _EXACT_BACKWARD,
     **{(90, "fused", family, "tf32x3", 256, "wgmma"): _EXACT_256 for family in ("codes", "forward", "backward")},
     **{(arch, "fused", family, "tf32x3", 256, "spill"): _EXACT_256 for arch, family in (
         (80, "codes"), (80, "forward"), (80, "backward"),
         (90, "column"), (90, "row"), (90, "codes"), (90, "forward"), (90, "backward"))},
-    (90, "fused", "forward", "tf32", 256, "spill"): _TF32_256,  # triton 3.9
-    (90, "fused", "backward", "tf32", 128, "wgmma"): _TRANSPOSED,
-    (90, "fused", "backward", "tf32", 256, "wgmma"): _TF32_256,
-    (90, "fused", "codes", "tf32", 256, "wgmma"): _TF32_256,
-    (90, "fused", "codes", "16bit", 256, "spill"): _CODES16_256,
-    (80, "scores", "column", "fp32", 0, "spill"): _STREAMING,  # triton 3.8
+    (90, "fused", "backward", "tf32", 256, "wgmma"): _TF32_256_BACKWARD,
     (90, "scores", "row", "16bit", 0, "spill"): _STREAMING,  # triton 3.6
     (90, "scores", "codes", "16bit", 0, "spill"): _STREAMING,  # triton 3.6
 }
@@ -142,8 +144,8 @@ def matmul_tiles(kernel: str, dim: int, dtype: torch.dtype, precision: str, rows
     tiles would leave wgmma for mma."""
     arch = architecture(device) if arch is None else arch
     table = SM80 if arch < 90 else SM90
-    block_rows, block_k, warps, stages = table[(kernel, operands(dtype, precision), 128 if dim <= 128 else 256)]
-    return Tiles(block_rows, block_k, width(dim), warps, stages)
+    block_rows, block_k, warps, stages, *out = table[(kernel, operands(dtype, precision), 128 if dim <= 128 else 256)]
+    return Tiles(block_rows, block_k, width(dim), warps, stages, min(out[0], width(dim)) if out else 0)
 
 
 def streaming_tiles(prototypes: int, rows_first: bool, rows: int = 0, groups: int = 1,
@@ -192,14 +194,14 @@ def sinkhorn_row_splits(tiles: Tiles, row_blocks: int, prototypes: int, device: 
 
 def key_splits(tiles: Tiles, rows: int, prototypes: int, device: torch.device) -> int:
     """Prototype ranges of the loss forward (flash-decoding): only where row blocks are few."""
-    row_blocks = cdiv(rows, tiles.block_rows)
+    row_blocks = cdiv(rows, tiles.block_rows) * tiles.width_splits
     wanted = cdiv(target_programs(device), row_blocks)
     return max(1, min(MAX_SPLITS, wanted, cdiv(prototypes, tiles.block_k)))
 
 
 def row_splits(tiles: Tiles, rows: int, prototypes: int, device: torch.device) -> int:
     """Row ranges of the prototype gradient: only where prototype blocks are few."""
-    prototype_blocks = cdiv(prototypes, tiles.block_k)
+    prototype_blocks = cdiv(prototypes, tiles.block_k) * tiles.width_splits
     wanted = cdiv(target_programs(device), prototype_blocks)
     return max(1, min(MAX_SPLITS, wanted, cdiv(rows, tiles.block_rows)))
 
