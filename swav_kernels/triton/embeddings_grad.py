@@ -22,7 +22,7 @@ import triton.language as tl
 from ..kernels import Codes
 from .launch import LOG2E, dot_precision, pack_crops
 from .launcher import Buffer, PreparedLaunch
-from .rows import DEVICE_LOG2E, predicted_codes, predicted_projection, predicted_weight
+from .rows import DEVICE_LOG2E, predicted_codes, predicted_projection, predicted_weight, scores_by_chunks
 from .tickets import last_to_arrive
 from .tiles import Tiles, balanced_ranges, matmul_tiles, row_splits
 
@@ -35,6 +35,7 @@ def _backward_kernel(
     scale_log2, coef_scale, rows_per_split, prototype_programs, splits, width_splits,
     FINAL: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_OUT: tl.constexpr,
+    BLOCK_DK: tl.constexpr,
 ):
     # float arguments arrive as fp64 from torch.compile's wrapper (fp32 from a direct launch): one type
     scale_log2 = tl.cast(scale_log2, tl.float32)
@@ -52,8 +53,9 @@ def _backward_kernel(
         out_mask = out_dims[None, :] < D
         cols = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
         col_mask = cols < K
-        c = tl.load(c_ptr + cols[:, None].to(tl.int64) * D + dims[None, :], mask=col_mask[:, None] & dim_mask,
-                    other=0.0)
+        if BLOCK_DK == BLOCK_D:  # resident; else the scores take D in chunks from memory (rows.scores_by_chunks)
+            c = tl.load(c_ptr + cols[:, None].to(tl.int64) * D + dims[None, :], mask=col_mask[:, None] & dim_mask,
+                        other=0.0)
         m_begin = split * rows_per_split
         m_end = tl.minimum(m_begin + rows_per_split, M)
         acc = tl.zeros((BLOCK_K, BLOCK_OUT), tl.float32)
@@ -62,14 +64,20 @@ def _backward_kernel(
             row_mask = rows < m_end
             crop = rows // B
             b = rows % B
-            z = tl.load(z_ptr + rows[:, None].to(tl.int64) * D + dims[None, :], mask=row_mask[:, None] & dim_mask,
-                        other=0.0)
+            if BLOCK_DK == BLOCK_D:
+                z = tl.load(z_ptr + rows[:, None].to(tl.int64) * D + dims[None, :],
+                            mask=row_mask[:, None] & dim_mask, other=0.0)
             lse = tl.load(lse_ptr + rows, mask=row_mask, other=0.0) * DEVICE_LOG2E
             weight = predicted_weight(mass_ptr, crops_packed, n_assign, crop, b, B, row_mask, code_splits)
-            s = tl.dot(z, tl.trans(c), input_precision=PRECISION) * scale_log2
+            if BLOCK_DK == BLOCK_D:
+                s = tl.dot(z, tl.trans(c), input_precision=PRECISION)
+            else:
+                s = scores_by_chunks(z_ptr + rows.to(tl.int64) * D, row_mask, c_ptr + cols.to(tl.int64) * D, col_mask,
+                                     D, BLOCK_D, BLOCK_DK, PRECISION)
+            s = s * scale_log2
             gradient = tl.exp2(s - lse[:, None]) * weight[:, None]  # masked rows have weight 0
             gradient -= predicted_codes(codes_ptr, crops_packed, n_assign, crop, b, B, K, cols, col_mask, row_mask)
-            if BLOCK_OUT != BLOCK_D:  # this part's columns of z (an L1/L2 hit)
+            if BLOCK_OUT != BLOCK_D or BLOCK_DK != BLOCK_D:  # this part's columns of z (an L1/L2 hit)
                 z = tl.load(z_ptr + rows[:, None].to(tl.int64) * D + out_dims[None, :],
                             mask=row_mask[:, None] & out_mask, other=0.0)
             acc += tl.dot(tl.trans(gradient.to(z.dtype)), z, input_precision=PRECISION)
@@ -147,7 +155,7 @@ def prepare_backward(shape: BackwardShape, dtype: torch.dtype, crops, inv_tau: f
         grad if final else counters, inv_tau * LOG2E, coef_scale, shape.rows_per_split, prototype_programs,
         shape.splits, tiles.width_splits),
         dict(FINAL=final, PRECISION=dot_precision(dtype), BLOCK_M=tiles.block_rows, BLOCK_K=tiles.block_k,
-             BLOCK_D=tiles.block_d, BLOCK_OUT=tiles.out_width, num_warps=tiles.warps, num_stages=tiles.stages))
+             BLOCK_D=tiles.block_d, BLOCK_OUT=tiles.out_width, BLOCK_DK=tiles.scores_chunk, num_warps=tiles.warps, num_stages=tiles.stages))
 
 
 def embeddings_loss_backward(grad: torch.Tensor, z: torch.Tensor, c: torch.Tensor, codes: Codes, crops,

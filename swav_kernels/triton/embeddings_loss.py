@@ -25,7 +25,7 @@ import triton.language as tl
 from ..kernels import Codes
 from .launch import LOG2E, dot_precision, pack_crops
 from .launcher import Buffer, PreparedLaunch
-from .rows import DEVICE_LN2, predicted_projection, predicted_weight
+from .rows import DEVICE_LN2, predicted_projection, predicted_weight, scores_by_chunks
 from .tickets import last_to_arrive
 from .tiles import Tiles, balanced_ranges, key_splits, matmul_tiles
 
@@ -61,6 +61,7 @@ def _loss_forward_kernel(
     scale_log2, inv_tau, inv_denom, k_per_split, splits, width_splits,
     WITH_OUTPUT: tl.constexpr, FINAL: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_OUT: tl.constexpr,
+    BLOCK_DK: tl.constexpr,
 ):
     # float arguments arrive as fp64 from torch.compile's wrapper (fp32 from a direct launch): one type
     scale_log2 = tl.cast(scale_log2, tl.float32)
@@ -74,8 +75,9 @@ def _loss_forward_kernel(
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = rows < M
     dims = tl.arange(0, BLOCK_D)
-    z = tl.load(z_ptr + rows[:, None].to(tl.int64) * D + dims[None, :], mask=row_mask[:, None] & (dims[None, :] < D),
-                other=0.0)
+    if BLOCK_DK == BLOCK_D:  # resident; else the scores take D in chunks from memory (rows.scores_by_chunks)
+        z = tl.load(z_ptr + rows[:, None].to(tl.int64) * D + dims[None, :],
+                    mask=row_mask[:, None] & (dims[None, :] < D), other=0.0)
     out_dims = part_of_width * BLOCK_OUT + tl.arange(0, BLOCK_OUT)
     tile_mask = row_mask[:, None] & (out_dims[None, :] < D)
     k_begin = split * k_per_split
@@ -85,16 +87,21 @@ def _loss_forward_kernel(
     acc = tl.zeros((BLOCK_M, BLOCK_OUT), tl.float32)
     for k0 in range(k_begin, k_end, BLOCK_K):
         cols = k0 + tl.arange(0, BLOCK_K)
-        c = tl.load(c_ptr + cols[:, None].to(tl.int64) * D + dims[None, :],
-                    mask=(cols[:, None] < k_end) & (dims[None, :] < D), other=0.0)
-        s = tl.dot(z, tl.trans(c), input_precision=PRECISION) * scale_log2  # base 2: z·c·log2(e)/τ
+        if BLOCK_DK == BLOCK_D:
+            c = tl.load(c_ptr + cols[:, None].to(tl.int64) * D + dims[None, :],
+                        mask=(cols[:, None] < k_end) & (dims[None, :] < D), other=0.0)
+            s = tl.dot(z, tl.trans(c), input_precision=PRECISION)
+        else:
+            s = scores_by_chunks(z_ptr + rows.to(tl.int64) * D, row_mask, c_ptr + cols.to(tl.int64) * D,
+                                 cols < k_end, D, BLOCK_D, BLOCK_DK, PRECISION)
+        s = s * scale_log2  # base 2: z·c·log2(e)/τ
         s = tl.where(cols[None, :] < k_end, s, float("-inf"))
         new_max = tl.maximum(row_max, tl.max(s, axis=1))  # finite: every tile has a valid column
         rescale = tl.exp2(row_max - new_max)
         p = tl.exp2(s - new_max[:, None])
         row_sum = row_sum * rescale + tl.sum(p, axis=1)
         if WITH_OUTPUT:
-            if BLOCK_OUT != BLOCK_D:  # this part's columns of the prototype tile (an L1/L2 hit)
+            if BLOCK_OUT != BLOCK_D or BLOCK_DK != BLOCK_D:  # this part's columns of the prototypes (L1/L2 hit)
                 c = tl.load(c_ptr + cols[:, None].to(tl.int64) * D + out_dims[None, :],
                             mask=(cols[:, None] < k_end) & (out_dims[None, :] < D), other=0.0)
             acc = acc * rescale[:, None] + tl.dot(p.to(c.dtype), c, input_precision=PRECISION)
@@ -206,6 +213,7 @@ def prepare_loss_forward(shape: LossForwardShape, dtype: torch.dtype, crops, inv
         inv_tau * LOG2E, inv_tau, inv_denom, shape.k_per_split, shape.splits, tiles.width_splits),
         dict(WITH_OUTPUT=shape.with_output, FINAL=final, PRECISION=precision,
              BLOCK_M=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d, BLOCK_OUT=tiles.out_width,
+             BLOCK_DK=tiles.scores_chunk,
              num_warps=tiles.warps, num_stages=tiles.stages))
 
 

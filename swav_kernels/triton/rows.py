@@ -35,6 +35,30 @@ def row_pointers(main_ptr, queue_ptr, g, crop, n, cols, L, B, X):
 
 
 @triton.jit
+def row_starts(main_ptr, queue_ptr, g, crop, n, L, B, X):
+    """Pointers to the first element of Sinkhorn rows ``n`` (a vector) of group g, each row X wide."""
+    queue_row = (g * L + n).to(tl.int64) * X
+    main_row = (crop * B + n - L).to(tl.int64) * X
+    return tl.where(n < L, queue_ptr + queue_row, main_ptr + main_row)
+
+
+@triton.jit
+def scores_by_chunks(a_rows, a_mask, b_rows, b_mask, D, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
+                     PRECISION: tl.constexpr):
+    """``a · bᵀ`` in fp32, (len(a_rows) × len(b_rows)), for rows of width D that start at the pointers
+    ``a_rows`` and ``b_rows``: the width in CHUNK-column steps, both operands loaded here, so that no
+    (rows × D) operand stays live beside a kernel's accumulators. Each element's products are added in
+    the order of one whole-width ``tl.dot`` (the chunks in order, each into the running sum)."""
+    x = tl.zeros((a_rows.shape[0], b_rows.shape[0]), tl.float32)
+    for d0 in tl.static_range(0, BLOCK_D, CHUNK):
+        dims = d0 + tl.arange(0, CHUNK)
+        a = tl.load(a_rows[:, None] + dims[None, :], mask=a_mask[:, None] & (dims[None, :] < D), other=0.0)
+        b = tl.load(b_rows[:, None] + dims[None, :], mask=b_mask[:, None] & (dims[None, :] < D), other=0.0)
+        x = tl.dot(a, tl.trans(b), x, input_precision=PRECISION)
+    return x
+
+
+@triton.jit
 def column_potential_log2(max_ptr, sum_ptr, g, cols, col_mask, S, G, K, log2_prototypes):
     """``a[g, cols]·log2(e)`` with ``a = −log K − LSE_s(max_s + log sumexp_s)`` over the S
     partials of ``ColumnStats`` (natural log, layout (S, G, K))."""
@@ -77,11 +101,17 @@ def row_potential_log2(max_ptr, sum_ptr, g, n, row_mask, R, G, N):
 @triton.jit
 def potential_tile(main_ptr, queue_ptr, c_ptr, rows, g, crop, n, row_mask, cols, col_mask, dims, L, B, K, D,
                    max_ptr, sum_ptr, S, groups, scale_log2, log2_prototypes,
-                   RECOMPUTE: tl.constexpr, PRECISION: tl.constexpr):
+                   RECOMPUTE: tl.constexpr, PRECISION: tl.constexpr, CHUNK: tl.constexpr):
     """``(u, c)`` for Sinkhorn rows ``n`` and prototypes ``cols``: ``u = (x/ε + a)·log2(e)`` (−inf past
     K), x recomputed as ``rows · cᵀ`` from the resident row tile and the prototype tile c loaded
-    here (returned for further products), or read from the stored scores (c is then unused)."""
-    if RECOMPUTE:
+    here (returned for further products), or CHUNK columns at a time from memory where CHUNK is less
+    than the tile's width (``scores_by_chunks``; c is then unused, as it is when x is read from the
+    stored scores)."""
+    if RECOMPUTE and CHUNK < dims.shape[0]:
+        c = tl.zeros((cols.shape[0], dims.shape[0]), rows.dtype)
+        x = scores_by_chunks(row_starts(main_ptr, queue_ptr, g, crop, n, L, B, D), row_mask,
+                             c_ptr + cols.to(tl.int64) * D, col_mask, D, dims.shape[0], CHUNK, PRECISION)
+    elif RECOMPUTE:
         c = tl.load(c_ptr + cols[:, None].to(tl.int64) * D + dims[None, :],
                     mask=col_mask[:, None] & (dims[None, :] < D), other=0.0)
         x = tl.dot(rows, tl.trans(c), input_precision=PRECISION)
@@ -94,10 +124,12 @@ def potential_tile(main_ptr, queue_ptr, c_ptr, rows, g, crop, n, row_mask, cols,
 
 
 @triton.jit
-def resident_rows(main_ptr, queue_ptr, g, crop, n, row_mask, dims, L, B, D, RECOMPUTE: tl.constexpr):
+def resident_rows(main_ptr, queue_ptr, g, crop, n, row_mask, dims, L, B, D, RECOMPUTE: tl.constexpr,
+                  CHUNK: tl.constexpr):
     """The (rows × BLOCK_D) tile of Sinkhorn rows ``n`` a recomputing kernel keeps while the
-    prototypes stream past (an unused zero tile when scores are read)."""
-    if RECOMPUTE:
+    prototypes stream past (an unused zero tile when scores are read, or taken CHUNK columns at a
+    time by ``potential_tile``)."""
+    if RECOMPUTE and CHUNK == dims.shape[0]:
         rows = tl.load(row_pointers(main_ptr, queue_ptr, g, crop, n, dims, L, B, D),
                        mask=row_mask[:, None] & (dims[None, :] < D), other=0.0)
     else:

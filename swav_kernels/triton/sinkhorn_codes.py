@@ -34,7 +34,7 @@ def _codes_kernel(
     scale_log2, log2_prototypes, k_per_split, width_splits,
     ROW_LSE: tl.constexpr, NORMALIZE: tl.constexpr, RECOMPUTE: tl.constexpr, PRECISION: tl.constexpr,
     K_ALIGN: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_OUT: tl.constexpr,
+    BLOCK_DK: tl.constexpr, BLOCK_OUT: tl.constexpr,
 ):
     # float arguments arrive as fp64 from torch.compile's wrapper (fp32 from a direct launch): one type
     scale_log2 = tl.cast(scale_log2, tl.float32)
@@ -52,7 +52,7 @@ def _codes_kernel(
     j = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # batch row j is Sinkhorn row L + j
     row_mask = j < B
     dims = tl.arange(0, BLOCK_D)
-    rows = resident_rows(main_ptr, queue_ptr, g, crop, L + j, row_mask, dims, L, B, D, RECOMPUTE)
+    rows = resident_rows(main_ptr, queue_ptr, g, crop, L + j, row_mask, dims, L, B, D, RECOMPUTE, BLOCK_DK)
     k_begin = split * k_per_split
     k_end = tl.minimum(k_begin + k_per_split, K)
 
@@ -67,7 +67,7 @@ def _codes_kernel(
             cols = k0 + tl.arange(0, BLOCK_K)
             u, _ = potential_tile(main_ptr, queue_ptr, c_ptr, rows, g, crop, L + j, row_mask, cols, cols < k_end,
                                   dims, L, B, K, D, max_ptr, sum_ptr, S, groups, scale_log2, log2_prototypes,
-                                  RECOMPUTE, PRECISION)
+                                  RECOMPUTE, PRECISION, BLOCK_DK)
             new_max = tl.maximum(row_max, tl.max(u, axis=1))
             safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
             row_sum = row_sum * tl.exp2(row_max - safe_max) + tl.sum(tl.exp2(u - safe_max[:, None]), axis=1)
@@ -84,7 +84,7 @@ def _codes_kernel(
         col_mask = cols < k_end
         u, c = potential_tile(main_ptr, queue_ptr, c_ptr, rows, g, crop, L + j, row_mask, cols, col_mask, dims,
                               L, B, K, D, max_ptr, sum_ptr, S, groups, scale_log2, log2_prototypes,
-                              RECOMPUTE, PRECISION)
+                              RECOMPUTE, PRECISION, BLOCK_DK)
         # (u − max) is exact for the largest codes; adding max + log2(sum) first would round the
         # log-sum-exp at the magnitude of u (|x|/ε in the thousands: errors of 1e-4 per code)
         q = tl.exp2((u - row_max[:, None]) - log_row_sum[:, None])
@@ -93,7 +93,7 @@ def _codes_kernel(
                  mask=row_mask[:, None] & col_mask[None, :] & writes_codes)
         mass += tl.sum(q, axis=1)
         if RECOMPUTE:
-            if BLOCK_OUT != BLOCK_D:  # this part's columns of the prototype tile (an L1/L2 hit)
+            if BLOCK_OUT != BLOCK_D or BLOCK_DK != BLOCK_D:  # this part's columns of the prototypes (L1/L2 hit)
                 c = tl.load(c_ptr + cols[:, None].to(tl.int64) * D + out_dims[None, :],
                             mask=col_mask[:, None] & (out_dims[None, :] < D), other=0.0)
             # accumulated in place (the accumulator operand of tl.dot): no second (rows × D) fp32 tile
@@ -140,8 +140,9 @@ def prepare_codes(shape: RowShape, inv_eps: float, column_splits: int, normalize
                  k_per_split, width_splits)
     return PreparedLaunch(_codes_kernel, grid, arguments, dict(
         ROW_LSE=row_stats is not None, NORMALIZE=normalize_rows and row_stats is None, RECOMPUTE=shape.recompute,
-        PRECISION=shape.precision, K_ALIGN=shape.k_align, BLOCK_N=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
-        BLOCK_OUT=tiles.out_width, num_warps=tiles.warps, num_stages=tiles.stages))
+        PRECISION=shape.precision, K_ALIGN=shape.k_align, BLOCK_N=tiles.block_rows, BLOCK_K=tiles.block_k,
+        BLOCK_D=tiles.block_d, BLOCK_DK=tiles.scores_chunk, BLOCK_OUT=tiles.out_width,
+        num_warps=tiles.warps, num_stages=tiles.stages))
 
 
 def codes(rows: SinkhornRows, inv_eps: float, columns: ColumnStats, row_stats: RowStats | None,

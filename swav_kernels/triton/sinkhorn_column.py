@@ -15,7 +15,7 @@ import triton.language as tl
 from ..kernels import ColumnStats, RowStats, SinkhornRows
 from .launch import LOG2E
 from .launcher import Buffer, PreparedLaunch
-from .rows import DEVICE_LN2, RowShape, row_pointers, row_potential_log2, unpack_crop
+from .rows import DEVICE_LN2, RowShape, row_pointers, row_potential_log2, row_starts, scores_by_chunks, unpack_crop
 from .tiles import balanced_ranges, column_splits
 
 
@@ -26,6 +26,7 @@ def _column_step_kernel(
     scale_log2, rows_per_split, counter_ptr, counters,
     HAS_ROW_POTENTIAL: tl.constexpr, RECOMPUTE: tl.constexpr, PRECISION: tl.constexpr, ZERO_COUNTERS: tl.constexpr,
     K_ALIGN: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_DK: tl.constexpr,
 ):
     # float arguments arrive as fp64 from torch.compile's wrapper (fp32 from a direct launch): one type
     scale_log2 = tl.cast(scale_log2, tl.float32)
@@ -43,7 +44,7 @@ def _column_step_kernel(
     cols = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     col_mask = cols < K
     dims = tl.arange(0, BLOCK_D)
-    if RECOMPUTE:
+    if RECOMPUTE and BLOCK_DK == BLOCK_D:  # resident; else the scores take D in chunks (rows.scores_by_chunks)
         c = tl.load(c_ptr + cols[:, None].to(tl.int64) * D + dims[None, :],
                     mask=col_mask[:, None] & (dims[None, :] < D), other=0.0)
     n_begin = split * rows_per_split
@@ -59,11 +60,16 @@ def _column_step_kernel(
         else:
             b = tl.zeros((BLOCK_N,), tl.float32)
         if RECOMPUTE:
-            rows = tl.load(row_pointers(main_ptr, queue_ptr, g, crop, n, dims, L, B, D),
-                           mask=row_mask[:, None] & (dims[None, :] < D), other=0.0)
             # the scores transposed, (prototypes × rows): the sums over rows then run along each thread's
             # own accumulator values and its quad (axis 1), not across warps through shared memory
-            xt = tl.dot(c, tl.trans(rows), input_precision=PRECISION)
+            if BLOCK_DK == BLOCK_D:
+                rows = tl.load(row_pointers(main_ptr, queue_ptr, g, crop, n, dims, L, B, D),
+                               mask=row_mask[:, None] & (dims[None, :] < D), other=0.0)
+                xt = tl.dot(c, tl.trans(rows), input_precision=PRECISION)
+            else:
+                xt = scores_by_chunks(c_ptr + cols.to(tl.int64) * D, col_mask,
+                                      row_starts(main_ptr, queue_ptr, g, crop, n, L, B, D), row_mask, D, BLOCK_D,
+                                      BLOCK_DK, PRECISION)
             poison += tl.sum(xt * 0.0, axis=1)
             t = tl.where(row_mask[None, :], xt * scale_log2 + b[None, :], float("-inf"))  # x·log2(e)/ε + b·log2(e)
             new_max = tl.maximum(col_max, tl.max(t, axis=1))
@@ -108,6 +114,7 @@ def prepare_column_step(shape: RowShape, inv_eps: float, splits: int, rows, row_
         HAS_ROW_POTENTIAL=row_stats is not None, RECOMPUTE=shape.recompute, PRECISION=shape.precision,
         ZERO_COUNTERS=counters is not None,
         K_ALIGN=shape.k_align, BLOCK_N=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
+        BLOCK_DK=tiles.scores_chunk,
         num_warps=tiles.warps, num_stages=tiles.stages))
 
 

@@ -29,6 +29,7 @@ def _row_step_kernel(
     scale_log2, log2_prototypes, k_per_split,
     RECOMPUTE: tl.constexpr, PRECISION: tl.constexpr,
     K_ALIGN: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_DK: tl.constexpr,
 ):
     # float arguments arrive as fp64 from torch.compile's wrapper (fp32 from a direct launch): one type
     scale_log2 = tl.cast(scale_log2, tl.float32)
@@ -42,7 +43,7 @@ def _row_step_kernel(
     n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     row_mask = n < N
     dims = tl.arange(0, BLOCK_D)
-    rows = resident_rows(main_ptr, queue_ptr, g, crop, n, row_mask, dims, L, B, D, RECOMPUTE)
+    rows = resident_rows(main_ptr, queue_ptr, g, crop, n, row_mask, dims, L, B, D, RECOMPUTE, BLOCK_DK)
     k_begin = split * k_per_split
     k_end = tl.minimum(k_begin + k_per_split, K)
     row_max = tl.full((BLOCK_N,), float("-inf"), tl.float32)
@@ -51,7 +52,7 @@ def _row_step_kernel(
         cols = k0 + tl.arange(0, BLOCK_K)
         t, _ = potential_tile(main_ptr, queue_ptr, c_ptr, rows, g, crop, n, row_mask, cols, cols < k_end, dims,
                               L, B, K, D, max_ptr, sum_ptr, S, groups, scale_log2, log2_prototypes,
-                              RECOMPUTE, PRECISION)
+                              RECOMPUTE, PRECISION, BLOCK_DK)
         new_max = tl.maximum(row_max, tl.max(t, axis=1))
         safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
         row_sum = row_sum * tl.exp2(row_max - safe_max) + tl.sum(tl.exp2(t - safe_max[:, None]), axis=1)
@@ -83,7 +84,7 @@ def prepare_row_step(shape: RowShape, inv_eps: float, column_splits: int, splits
     return PreparedLaunch(_row_step_kernel, grid, arguments, dict(
         RECOMPUTE=shape.recompute, PRECISION=shape.precision,
         K_ALIGN=shape.k_align, BLOCK_N=tiles.block_rows, BLOCK_K=tiles.block_k, BLOCK_D=tiles.block_d,
-        num_warps=tiles.warps, num_stages=tiles.stages))
+        BLOCK_DK=tiles.scores_chunk, num_warps=tiles.warps, num_stages=tiles.stages))
 
 
 def row_step(rows: SinkhornRows, inv_eps: float, columns: ColumnStats, splits: int | None = None) -> RowStats:
