@@ -122,11 +122,15 @@ def test_plan_table_and_findings():
     assert [launch.index for launch in report.under_one_program_per_sm()] == [1]
 
 
-def test_kernel_rules_hold_small_launches_to_no_grid_and_name_known_shortfalls():
+def test_kernel_rules_hold_small_launches_to_no_grid_and_name_known_shortfalls(monkeypatch):
     import dataclasses
 
     from swav_kernels.bench.kernel_rules import GRID_RULE_MIN_US, breaches
     from swav_kernels.triton.tiles import KNOWN_SHORTFALLS
+
+    # no fused kernel has a documented shortfall today: document one here, as the tables would
+    monkeypatch.setitem(KNOWN_SHORTFALLS, (90, "fused", "backward", "tf32x3", 128, "wgmma"),
+                        "exact fp32 backward on mma.sync: the reason a table entry would give")
 
     report = PlanReport("swav-1gpu", 256, [2, 6], 3000, 128, 3840, [0, 1], "fused", "float32", False, 90, 132,
                         "H200 SXM", 329.8, 4.8)

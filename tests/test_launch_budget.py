@@ -17,8 +17,8 @@ from swav_kernels.triton import embeddings_grad, embeddings_loss  # noqa: E402
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 FUSED_BUDGET, SCORES_BUDGET, QUEUE_UPDATE = 12, 10, 1
 SHAPES = {  # rows and prototypes that give no splits, and both splits, with the interpreter's tiles
-    "no-splits": dict(n_crops=8, batch=32, prototypes=64, dim=16, queue=6),
-    "splits": dict(n_crops=8, batch=4, prototypes=40, dim=16, queue=24),
+    "no-splits": dict(n_crops=8, batch=32, prototypes=256, dim=16, queue=6),
+    "splits": dict(n_crops=8, batch=16, prototypes=40, dim=16, queue=24),
 }
 
 

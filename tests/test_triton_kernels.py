@@ -362,10 +362,20 @@ def chunked_scores(monkeypatch):
                 monkeypatch.setitem(chunks, key, 16)
 
 
+@pytest.fixture
+def transposed_backward(monkeypatch):
+    """Tile tables whose backward scores (prototypes × rows) in every mode (``Tiles.transposed``)."""
+    from swav_kernels.triton import tiles
+
+    for table, transposed in ((tiles.SM80, tiles.SM80_TRANSPOSED), (tiles.SM90, tiles.SM90_TRANSPOSED)):
+        monkeypatch.setattr(tiles, "SM80_TRANSPOSED" if table is tiles.SM80 else "SM90_TRANSPOSED",
+                            transposed | {key for key in table if key[0] == "backward"})
+
+
 @pytest.mark.parametrize("dtype", DOT_DTYPES)
 @pytest.mark.parametrize("splits", [1, 3])
-@pytest.mark.parametrize("tables", [["narrow_accumulators"], ["chunked_scores"],
-                                    ["narrow_accumulators", "chunked_scores"]])
+@pytest.mark.parametrize("tables", [["narrow_accumulators"], ["chunked_scores"], ["transposed_backward"],
+                                    ["narrow_accumulators", "chunked_scores", "transposed_backward"]])
 def test_accumulators_split_across_the_width(dtype, splits, tables, request):
     z, c = unit(5 * 14, 33, dtype=dtype), unit(129, 33, dtype=dtype)
     crops = (4, 1, 2)
@@ -383,6 +393,8 @@ def test_accumulators_split_across_the_width(dtype, splits, tables, request):
     assert (tiles.width_splits, tiles.scores_chunk) == ((4 if "narrow_accumulators" in tables else 1),
                                                          (16 if "chunked_scores" in tables else 64))
     chunked = "chunked_scores" in tables
+    if "transposed_backward" in tables:
+        assert embeddings_grad.BackwardShape.of(70, 33, 129, 3, 14, dtype, z.device).tiles.transposed
     again = sinkhorn_column.column_step(rows, 20.0, None)
     assert rel_err(column_potential(again), column_potential(columns)) <= (1e-6 if chunked else 0.0)
     stats = sinkhorn_row.row_step(rows, 20.0, columns)

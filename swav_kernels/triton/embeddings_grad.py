@@ -10,6 +10,8 @@ is read on the device (no host sync). Where prototype blocks are too few to fill
 over row ranges: each writes a partial, and the last of a block's ranges to finish adds them in order
 (``tickets.last_to_arrive``: no merge launch, the same bits run to run). Where the tiles hold fewer ∂C
 columns than D (``Tiles.block_out``), each part of the width recomputes the scores for its columns.
+Where the tiles say ``transposed`` (fp32 operands), ∂C programs score (prototypes × rows), so that the
+gradient tile enters ∂C's product as it is and a step may be 16 or 32 rows (wgmma's N, not its M).
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ def _backward_kernel(
     scale_log2, coef_scale, rows_per_split, prototype_programs, splits, width_splits,
     FINAL: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_OUT: tl.constexpr,
-    BLOCK_DK: tl.constexpr,
+    BLOCK_DK: tl.constexpr, TRANSPOSED: tl.constexpr,
 ):
     # float arguments arrive as fp64 from torch.compile's wrapper (fp32 from a direct launch): one type
     scale_log2 = tl.cast(scale_log2, tl.float32)
@@ -69,18 +71,31 @@ def _backward_kernel(
                             mask=row_mask[:, None] & dim_mask, other=0.0)
             lse = tl.load(lse_ptr + rows, mask=row_mask, other=0.0) * DEVICE_LOG2E
             weight = predicted_weight(mass_ptr, crops_packed, n_assign, crop, b, B, row_mask, code_splits)
-            if BLOCK_DK == BLOCK_D:
-                s = tl.dot(z, tl.trans(c), input_precision=PRECISION)
+            if TRANSPOSED:  # (prototypes × rows): dC's product takes the gradient as its first operand as it is
+                if BLOCK_DK == BLOCK_D:
+                    st = tl.dot(c, tl.trans(z), input_precision=PRECISION)
+                else:
+                    st = scores_by_chunks(c_ptr + cols.to(tl.int64) * D, col_mask, z_ptr + rows.to(tl.int64) * D,
+                                          row_mask, D, BLOCK_D, BLOCK_DK, PRECISION)
+                gradient_t = tl.exp2(st * scale_log2 - lse[None, :]) * weight[None, :]  # masked rows: weight 0
+                gradient_t -= tl.trans(predicted_codes(codes_ptr, crops_packed, n_assign, crop, b, B, K, cols,
+                                                       col_mask, row_mask))
             else:
-                s = scores_by_chunks(z_ptr + rows.to(tl.int64) * D, row_mask, c_ptr + cols.to(tl.int64) * D, col_mask,
-                                     D, BLOCK_D, BLOCK_DK, PRECISION)
-            s = s * scale_log2
-            gradient = tl.exp2(s - lse[:, None]) * weight[:, None]  # masked rows have weight 0
-            gradient -= predicted_codes(codes_ptr, crops_packed, n_assign, crop, b, B, K, cols, col_mask, row_mask)
+                if BLOCK_DK == BLOCK_D:
+                    s = tl.dot(z, tl.trans(c), input_precision=PRECISION)
+                else:
+                    s = scores_by_chunks(z_ptr + rows.to(tl.int64) * D, row_mask, c_ptr + cols.to(tl.int64) * D,
+                                         col_mask, D, BLOCK_D, BLOCK_DK, PRECISION)
+                s = s * scale_log2
+                gradient = tl.exp2(s - lse[:, None]) * weight[:, None]  # masked rows have weight 0
+                gradient -= predicted_codes(codes_ptr, crops_packed, n_assign, crop, b, B, K, cols, col_mask, row_mask)
             if BLOCK_OUT != BLOCK_D or BLOCK_DK != BLOCK_D:  # this part's columns of z (an L1/L2 hit)
                 z = tl.load(z_ptr + rows[:, None].to(tl.int64) * D + out_dims[None, :],
                             mask=row_mask[:, None] & out_mask, other=0.0)
-            acc += tl.dot(tl.trans(gradient.to(z.dtype)), z, input_precision=PRECISION)
+            if TRANSPOSED:
+                acc += tl.dot(gradient_t.to(z.dtype), z, input_precision=PRECISION)
+            else:
+                acc += tl.dot(tl.trans(gradient.to(z.dtype)), z, input_precision=PRECISION)
         c_tile = cols[:, None].to(tl.int64) * D + out_dims[None, :]
         c_mask = col_mask[:, None] & out_mask
         if FINAL:
@@ -155,7 +170,8 @@ def prepare_backward(shape: BackwardShape, dtype: torch.dtype, crops, inv_tau: f
         grad if final else counters, inv_tau * LOG2E, coef_scale, shape.rows_per_split, prototype_programs,
         shape.splits, tiles.width_splits),
         dict(FINAL=final, PRECISION=dot_precision(dtype), BLOCK_M=tiles.block_rows, BLOCK_K=tiles.block_k,
-             BLOCK_D=tiles.block_d, BLOCK_OUT=tiles.out_width, BLOCK_DK=tiles.scores_chunk, num_warps=tiles.warps, num_stages=tiles.stages))
+             BLOCK_D=tiles.block_d, BLOCK_OUT=tiles.out_width, BLOCK_DK=tiles.scores_chunk,
+             TRANSPOSED=tiles.transposed, num_warps=tiles.warps, num_stages=tiles.stages))
 
 
 def embeddings_loss_backward(grad: torch.Tensor, z: torch.Tensor, c: torch.Tensor, codes: Codes, crops,

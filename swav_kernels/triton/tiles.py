@@ -37,6 +37,7 @@ class Tiles(NamedTuple):
     stages: int
     block_out: int = 0  # output columns per program of a (rows × D) accumulator; 0: all of block_d
     block_dk: int = 0  # columns of D per step of the scores product; 0: all of block_d, the operand resident
+    transposed: bool = False  # the backward scores (prototypes × rows): ∂C's product takes them untransposed
 
     @property
     def out_width(self) -> int:
@@ -76,8 +77,8 @@ SM90 = {
     ("forward", "tf32", 128): (64, 32, 8, 2), ("forward", "tf32", 256): (128, 32, 8, 2, 128),
     ("forward", "tf32x3", 128): (64, 32, 4, 2, 64), ("forward", "tf32x3", 256): (64, 32, 4, 1, 128),
     ("backward", "16bit", 128): (128, 64, 8, 3), ("backward", "16bit", 256): (128, 64, 8, 3),
-    ("backward", "tf32", 128): (64, 64, 4, 2, 64), ("backward", "tf32", 256): (64, 64, 4, 2, 64),
-    ("backward", "tf32x3", 128): (16, 16, 8, 1), ("backward", "tf32x3", 256): (16, 16, 4, 1),
+    ("backward", "tf32", 128): (64, 64, 4, 2, 64), ("backward", "tf32", 256): (32, 64, 4, 2, 128),
+    ("backward", "tf32x3", 128): (32, 64, 4, 2, 64), ("backward", "tf32x3", 256): (32, 64, 4, 2, 128),
 }
 SM80 = {
     ("column", "16bit", 128): (128, 64, 8, 3), ("column", "16bit", 256): (64, 32, 4, 3),
@@ -94,37 +95,32 @@ SM80 = {
     ("forward", "tf32x3", 128): (16, 32, 4, 2), ("forward", "tf32x3", 256): (16, 32, 4, 2),
     ("backward", "16bit", 128): (64, 64, 8, 3), ("backward", "16bit", 256): (32, 32, 8, 2),
     ("backward", "tf32", 128): (64, 32, 8, 2), ("backward", "tf32", 256): (32, 32, 8, 2),
-    ("backward", "tf32x3", 128): (16, 16, 8, 1), ("backward", "tf32x3", 256): (16, 16, 4, 1),
+    ("backward", "tf32x3", 128): (16, 16, 8, 1), ("backward", "tf32x3", 256): (16, 32, 4, 1),
 }
 # (kernel, operands, width) -> columns of D per step of the scores product (``Tiles.block_dk``) where a
 # resident (rows × D) fp32 operand would spill or leave wgmma; the row step and the codes take the same
 # chunk (the codes recompute the row step's u by the same instructions: DESIGN's precision rule).
 SM90_SCORES_CHUNK = {
-    ("column", "tf32x3", 256): 64, ("row", "tf32x3", 256): 32, ("codes", "tf32x3", 256): 32, ("forward", "tf32x3", 256): 64,
-    ("backward", "tf32", 256): 32,
+    ("column", "tf32x3", 256): 64, ("row", "tf32x3", 256): 32, ("codes", "tf32x3", 256): 32,
+    ("forward", "tf32x3", 256): 64, ("backward", "tf32", 256): 64, ("backward", "tf32x3", 256): 64,
 }
-SM80_SCORES_CHUNK = {("row", "tf32x3", 256): 32, ("codes", "tf32x3", 256): 32, ("forward", "tf32x3", 256): 64}
+SM80_SCORES_CHUNK = {
+    ("row", "tf32x3", 256): 32, ("codes", "tf32x3", 256): 32, ("forward", "tf32x3", 256): 64,
+    ("backward", "tf32x3", 256): 64,
+}
+# Backward entries whose ∂C programs score (prototypes × rows) (``Tiles.transposed``): ∂C's product then takes
+# the gradient tile as its first operand without a transpose, and the rows per step are wgmma's N (16 or 32
+# allowed), not its M; fp32 operands only (the 16-bit backward is on wgmma without spills as it is).
+SM90_TRANSPOSED = {("backward", "tf32", 256), ("backward", "tf32x3", 128), ("backward", "tf32x3", 256)}
+SM80_TRANSPOSED = {("backward", "tf32x3", 256)}
 # Breaches of DESIGN §5a's kernel rules (``bench.kernel_rules``) that no tile of the tables removes, each with
 # its reason: (arch, path, family, operands, width, rule) -> why. ``tests/test_triton_compile.py`` fails on any
 # breach not listed here. The fixes they name are the open work of issue 19.
-_EXACT_BACKWARD = (
-    "exact fp32 (3xTF32) backward: its 64-row tiles (wgmma's M for the scores, 64 prototypes for dC) spill "
-    "0.1-2.7 KB under triton 3.6-3.9 with 4 or 8 warps, 1 or 2 stages, dC's width split 2 or 4 ways and the "
-    "scores in chunks of 32 or 64, so the exact backward keeps 16-row tiles on mma.sync (correct; slower "
-    "than the TF32 path), which at D = 256 still spill 0.1-0.9 KB (sm_80 and sm_90). The fix named: the "
-    "scores computed transposed (prototypes x rows), so that dC's product takes them as its register "
-    "operand without a transpose, with 32-row steps")
-_TF32_BACKWARD_256 = (
-    "TF32 backward at D = 256 with the scores in 32-column chunks and dC 64 columns wide: 8 B spill under "
-    "triton 3.8 only (none under 3.6 and 3.9); wider dC parts or chunks spill 16-90 B under 3.6 and 3.8")
 _STREAMING = (
     "ptxas keeps one 8-16 byte value in local memory (8-16 B of stack at 40-72 registers, so not register"
     " pressure; the same with 1, 2 or 3 stages) in this memory-bound streaming kernel: a few bytes per "
     "program beside the KiB it streams")
 KNOWN_SHORTFALLS = {
-    **{(90, "fused", "backward", "tf32x3", width, "wgmma"): _EXACT_BACKWARD for width in (128, 256)},
-    **{(arch, "fused", "backward", "tf32x3", 256, "spill"): _EXACT_BACKWARD for arch in (80, 90)},
-    (90, "fused", "backward", "tf32", 256, "spill"): _TF32_BACKWARD_256,  # triton 3.8
     (90, "scores", "row", "16bit", 0, "spill"): _STREAMING,  # triton 3.6
     (90, "scores", "codes", "16bit", 0, "spill"): _STREAMING,  # triton 3.6
 }
@@ -155,7 +151,9 @@ def matmul_tiles(kernel: str, dim: int, dtype: torch.dtype, precision: str, rows
     key = (kernel, operands(dtype, precision), 128 if dim <= 128 else 256)
     block_rows, block_k, warps, stages, *out = table[key]
     chunk = (SM80_SCORES_CHUNK if arch < 90 else SM90_SCORES_CHUNK).get(key, 0)
-    return Tiles(block_rows, block_k, width(dim), warps, stages, min(out[0], width(dim)) if out else 0, chunk)
+    transposed = key in (SM80_TRANSPOSED if arch < 90 else SM90_TRANSPOSED)
+    return Tiles(block_rows, block_k, width(dim), warps, stages, min(out[0], width(dim)) if out else 0, chunk,
+                 transposed)
 
 
 def streaming_tiles(prototypes: int, rows_first: bool, rows: int = 0, groups: int = 1,
