@@ -46,11 +46,11 @@ def _codes_kernel(
     g = tl.program_id(1)
     split = tl.program_id(2) // width_splits  # prototype range
     part_of_width = tl.program_id(2) % width_splits  # codes·C columns [part·BLOCK_OUT, +BLOCK_OUT)
-    writes_codes = part_of_width == 0  # every part forms the same codes; the first stores them
     groups = tl.num_programs(1)
     crop = unpack_crop(crops_packed, g)
     j = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # batch row j is Sinkhorn row L + j
     row_mask = j < B
+    stored_rows = j + part_of_width * B < B  # every part forms the same codes; the first stores them
     dims = tl.arange(0, BLOCK_D)
     rows = resident_rows(main_ptr, queue_ptr, g, crop, L + j, row_mask, dims, L, B, D, RECOMPUTE, BLOCK_DK)
     k_begin = split * k_per_split
@@ -90,7 +90,7 @@ def _codes_kernel(
         q = tl.exp2((u - row_max[:, None]) - log_row_sum[:, None])
         q = tl.where(row_mask[:, None] & col_mask[None, :], q, 0.0)
         tl.store(codes_ptr + code_rows[:, None] + cols[None, :], q,
-                 mask=row_mask[:, None] & col_mask[None, :] & writes_codes)
+                 mask=stored_rows[:, None] & col_mask[None, :])
         mass += tl.sum(q, axis=1)
         if RECOMPUTE:
             if BLOCK_OUT != BLOCK_D or BLOCK_DK != BLOCK_D:  # this part's columns of the prototypes (L1/L2 hit)
@@ -104,7 +104,7 @@ def _codes_kernel(
                 low = (q - high.to(tl.float32)).to(c.dtype)
                 projected = tl.dot(low, c, tl.dot(high, c, projected))
     part = (split * groups + g) * B + j
-    tl.store(mass_ptr + part, mass, mask=row_mask & writes_codes)
+    tl.store(mass_ptr + part, mass, mask=stored_rows)
     if RECOMPUTE:
         out = projected_ptr + part.to(tl.int64)[:, None] * D + out_dims[None, :]
         tl.store(out, projected, mask=row_mask[:, None] & (out_dims[None, :] < D))
