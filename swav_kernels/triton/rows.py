@@ -26,15 +26,6 @@ def unpack_crop(packed, index):
 
 
 @triton.jit
-def row_pointers(main_ptr, queue_ptr, g, crop, n, cols, L, B, X):
-    """Pointers to elements ``cols`` of Sinkhorn rows ``n`` (a vector) of group g, each row X wide."""
-    queue_row = (g * L + n).to(tl.int64) * X
-    main_row = (crop * B + n - L).to(tl.int64) * X
-    return tl.where((n < L)[:, None], queue_ptr + queue_row[:, None] + cols[None, :],
-                    main_ptr + main_row[:, None] + cols[None, :])
-
-
-@triton.jit
 def row_starts(main_ptr, queue_ptr, g, crop, n, L, B, X):
     """Pointers to the first element of Sinkhorn rows ``n`` (a vector) of group g, each row X wide."""
     queue_row = (g * L + n).to(tl.int64) * X
@@ -43,12 +34,23 @@ def row_starts(main_ptr, queue_ptr, g, crop, n, L, B, X):
 
 
 @triton.jit
+def row_pointers(main_ptr, queue_ptr, g, crop, n, cols, L, B, X):
+    """Pointers to elements ``cols`` of Sinkhorn rows ``n`` (a vector) of group g, each row X wide. Not
+    ``row_starts(...)[:, None] + cols``: that form compiles differently (the 16-bit row step at D = 256
+    spills 344 B under triton 3.9)."""
+    queue_row = (g * L + n).to(tl.int64) * X
+    main_row = (crop * B + n - L).to(tl.int64) * X
+    return tl.where((n < L)[:, None], queue_ptr + queue_row[:, None] + cols[None, :],
+                    main_ptr + main_row[:, None] + cols[None, :])
+
+
+@triton.jit
 def scores_by_chunks(a_rows, a_mask, b_rows, b_mask, D, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
                      PRECISION: tl.constexpr):
     """``a · bᵀ`` in fp32, (len(a_rows) × len(b_rows)), for rows of width D that start at the pointers
     ``a_rows`` and ``b_rows``: the width in CHUNK-column steps, both operands loaded here, so that no
-    (rows × D) operand stays live beside a kernel's accumulators. Each element's products are added in
-    the order of one whole-width ``tl.dot`` (the chunks in order, each into the running sum)."""
+    (rows × D) operand stays live beside a kernel's accumulators. The chunks are added in order into
+    one running sum (the same order in every kernel that takes the same CHUNK)."""
     x = tl.zeros((a_rows.shape[0], b_rows.shape[0]), tl.float32)
     for d0 in tl.static_range(0, BLOCK_D, CHUNK):
         dims = d0 + tl.arange(0, CHUNK)

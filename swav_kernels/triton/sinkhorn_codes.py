@@ -132,7 +132,7 @@ def prepare_codes(shape: RowShape, inv_eps: float, column_splits: int, normalize
     float32 (``projected`` None on the scores path)."""
     tiles = shape.tiles("codes")
     k_per_split, splits = balanced_ranges(shape.prototypes, tiles.block_k, splits)
-    width_splits = tiles.width_splits if shape.recompute else 1
+    width_splits = tiles.width_splits  # 1 for stored scores: no codes·C
     grid = (triton.cdiv(shape.batch, tiles.block_rows), shape.groups, splits * width_splits)
     row_max, row_sum, row_splits = row_stats if row_stats is not None else (col_max, col_max, 1)
     arguments = (*shape.arguments(*rows), col_max, col_sum, column_splits, row_max, row_sum, row_splits, codes,
